@@ -1,0 +1,104 @@
+"""Keras callbacks that train.py adds to ``model.fit``: atomic best/final checkpoints and a
+PNG of the learning curves. Everything else (resume, CSV, TensorBoard) is Keras' own."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import keras
+
+BEST_WEIGHTS = "best_model.weights.h5"
+BEST_FULL = "best_model_full.h5"
+FINAL_FULL = "final_model.h5"
+
+
+def atomic_save(path: Path, save) -> None:
+    """Write through a temporary file in the same folder, then rename: a run killed while
+    saving leaves the previous file intact, never a half-written one."""
+    path = Path(path)
+    # Keras wants the real suffix (.weights.h5 / .h5) on the file it writes.
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_full_model(model: keras.Model, path: Path) -> None:
+    atomic_save(path, lambda p: model.save(p))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves ``best_model.weights.h5`` and ``best_model_full.h5`` whenever the monitored
+    validation figure improves; the best value so far survives a resume."""
+
+    def __init__(self, directory, monitor: str = "val_nme", enabled: bool = True):
+        super().__init__()
+        self.directory = Path(directory)
+        self.monitor = monitor
+        self.enabled = enabled
+        self.state_path = self.directory / "best_state.json"
+        self.best = math.inf
+
+    def on_train_begin(self, logs=None):
+        if self.state_path.exists():
+            self.best = json.loads(self.state_path.read_text())["best"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"BestCheckpoint: '{self.monitor}' is not among the logs "
+                           f"{sorted(logs or {})}; is there validation data?")
+        if value < self.best:
+            self.best = float(value)
+            if self.enabled:
+                atomic_save(self.directory / BEST_WEIGHTS, lambda p: self.model.save_weights(p))
+                save_full_model(self.model, self.directory / BEST_FULL)
+                atomic_save(self.state_path, lambda p: Path(p).write_text(
+                    json.dumps({"best": self.best, "epoch": epoch + 1, "monitor": self.monitor})))
+            print(f"\nepoch {epoch + 1}: {self.monitor} improved to {value:.5f}, saved {BEST_FULL}")
+
+
+class PlotHistory(keras.callbacks.Callback):
+    """Redraws the learning curves from the history CSV after every epoch."""
+
+    def __init__(self, csv_path, png_path, enabled: bool = True):
+        super().__init__()
+        self.csv_path, self.png_path, self.enabled = Path(csv_path), Path(png_path), enabled
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.enabled:
+            plot_history(self.csv_path, self.png_path)
+
+
+def plot_history(csv_path, png_path) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, (ax_loss, ax_nme) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", ax_loss), ("val_loss", ax_loss), ("nme", ax_nme), ("val_nme", ax_nme)):
+        if key in rows[0]:
+            ax.plot(epochs, [float(r[key]) * (100 if "nme" in key else 1) for r in rows],
+                    marker="o", label=key)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_nme.set(xlabel="epoch", ylabel="NME (%), outer eye corners", title="NME")
+    for ax in (ax_loss, ax_nme):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_save(Path(png_path), lambda p: fig.savefig(p, dpi=100, format="png"))
+    plt.close(fig)

@@ -1,0 +1,83 @@
+"""Every setting of the project in one place.
+
+`Config` holds plain values with the seed's defaults. `train.py` turns each field into a
+command-line flag (``--image-dim``, ``--batch-size``...), so ``python train.py --help`` lists
+them all. Modules never read settings from globals: they take a ``Config`` (or the few values
+they need) as an argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NUM_LANDMARKS = 68
+# Outer eye corners of the 68-point scheme (0-based): the 300-W inter-ocular normaliser.
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 36, 45
+
+KAGGLE_DATASET = "toxicloser/ibug-300w-large-face-landmark-dataset"
+DLIB_ARCHIVE_NAME = "ibug_300W_large_face_landmark_dataset"
+
+
+@dataclass
+class Config:
+    # --- data -------------------------------------------------------------------------
+    data_dir: str = f"./{DLIB_ARCHIVE_NAME}"
+    # "standard": re-split the archive by path into the 300-W train / Common / Challenging
+    # parts; "xml": trust labels_ibug_300W_{train,test}.xml as they are (dlib's split, which
+    # leaks test images into training).
+    split: str = "standard"
+    # Fraction of training images held out (grouped by image, chosen by `seed`) to validate
+    # on each epoch. 0 validates on the XML test file instead (only with split="xml").
+    val_fraction: float = 0.05
+    strict_data: bool = False  # raise on the first bad file instead of skipping it
+    # --- framing (shared by training, evaluation and predict.py) ------------------------
+    image_dim: int = 128
+    # The crop is a square of side max(box w, h) * (1 + 2 * crop_margin), centred on the
+    # face box shifted down by crop_shift_y * side (detector boxes sit high on the face).
+    crop_margin: float = 0.2
+    crop_shift_y: float = 0.06
+    # --- augmentation (training only) ---------------------------------------------------
+    rotation_deg: float = 14.0
+    box_scale_jitter: float = 0.1  # side multiplied by U(1 - j, 1 + j)
+    box_shift_jitter: float = 0.08  # centre moved by U(-j, j) * side on each axis
+    flip_prob: float = 0.5
+    brightness: float = 0.3  # additive, in [0, 1] intensity units: U(-b, b) * 0.5
+    contrast: float = 0.3  # multiplicative around the mean: U(1 - c, 1 + c)
+    saturation: float = 0.3  # colour inputs only; a no-op once converted to grey
+    # --- model and optimisation ---------------------------------------------------------
+    arch: str = "xception"  # "xception" (the seed's network) or "mobile" (Raspberry Pi)
+    loss: str = "mse"  # "mse" (seed), "l1", "wing"
+    batch_size: int = 16
+    epochs: int = 30
+    lr: float = 0.00075
+    lr_schedule: str = "constant"  # "constant" (seed) or "cosine"
+    steps_per_epoch: int = 0  # 0: one pass over the training set
+    seed: int = 42
+    # --- output -------------------------------------------------------------------------
+    checkpoint_dir: str = "./checkpoints"
+    download: bool = True  # fetch the dlib archive with kagglehub when data_dir is empty
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "Config":
+        values = json.loads(Path(path).read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def framing_of(config: Config) -> dict:
+    """What inference needs to frame a face exactly as training did (saved beside models)."""
+    return {
+        "image_dim": config.image_dim,
+        "crop_margin": config.crop_margin,
+        "crop_shift_y": config.crop_shift_y,
+        "input_range": [-1.0, 1.0],
+        "landmarks_range": [-0.5, 0.5],
+        "num_landmarks": NUM_LANDMARKS,
+        "color": "grayscale",
+    }
