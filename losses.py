@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from config import LEFT_EYE_OUTER, NUM_LANDMARKS, RIGHT_EYE_OUTER
+from model import SoftArgmax2D
 
 
 def _points(flat):
@@ -59,4 +60,4 @@ def make_loss(name: str, image_dim: int):
     raise ValueError(f"unknown loss {name!r}; choose mse, l1 or wing")
 
 
-CUSTOM_OBJECTS = {"nme": nme, "WingLoss": WingLoss}
+CUSTOM_OBJECTS = {"nme": nme, "WingLoss": WingLoss, "SoftArgmax2D": SoftArgmax2D}

@@ -1,0 +1,356 @@
+"""The standard 300-W numbers for a Keras checkpoint or a TFLite model.
+
+    python evaluate.py --data-dir ../shared/data/300w_subset --model models/landmarks_int8.tflite
+    python evaluate.py --data-dir DIR --split test --model checkpoints/best_model_full.h5 --json out.json --plot ced.png
+    python evaluate.py --data-dir DIR --model M --detector haar   # boxes from predict.py's detector
+    python evaluate.py --data-dir DIR --split train --fit-detector haar
+
+The metrics are pure NumPy functions over arrays of faces (as in HRNet's evaluation code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import geometry
+
+LEFT_EYE = slice(36, 42)
+RIGHT_EYE = slice(42, 48)
+REGIONS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36),
+           "eyes": slice(36, 48), "mouth": slice(48, 68)}
+
+# ---------------------------------------------------------------------------------------
+# Metrics: arrays of shape [faces, 68, 2] in the same pixels
+# ---------------------------------------------------------------------------------------
+
+
+def inter_ocular(truth: np.ndarray) -> np.ndarray:
+    """Outer-eye-corner distance (points 36 and 45) per face."""
+    return np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)
+
+
+def inter_pupil(truth: np.ndarray) -> np.ndarray:
+    """Distance between the eye centres (means of points 36-41 and 42-47) per face."""
+    return np.linalg.norm(truth[:, LEFT_EYE].mean(axis=1) - truth[:, RIGHT_EYE].mean(axis=1), axis=-1)
+
+
+NORMALISERS = {"ion": inter_ocular, "ipn": inter_pupil}
+
+
+def point_errors(pred: np.ndarray, truth: np.ndarray, norm: str = "ion") -> np.ndarray:
+    """[faces, 68] point-to-point distances divided by each face's normaliser."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    return np.linalg.norm(pred - truth, axis=-1) / NORMALISERS[norm](truth)[:, None]
+
+
+def nme(pred: np.ndarray, truth: np.ndarray, norm: str = "ion") -> np.ndarray:
+    """Per-face normalised mean error (a fraction, not percent)."""
+    return point_errors(pred, truth, norm).mean(axis=1)
+
+
+def failure_rate(errors: np.ndarray, threshold: float) -> float:
+    """Fraction of faces whose NME exceeds the threshold."""
+    return float(np.mean(np.asarray(errors) > threshold))
+
+
+def auc(errors: np.ndarray, threshold: float = 0.08) -> float:
+    """Area under the cumulative error distribution from 0 to `threshold`, divided by
+    `threshold` (1 = every face perfect). Exact: each face adds max(0, threshold - e)."""
+    errors = np.asarray(errors, np.float64)
+    return float(np.mean(np.clip(threshold - errors, 0.0, None)) / threshold)
+
+
+def ced(errors: np.ndarray, threshold: float = 0.08, steps: int = 200):
+    """(x, fraction of faces with NME <= x) for the CED plot."""
+    xs = np.linspace(0.0, threshold, steps + 1)
+    errors = np.sort(np.asarray(errors))
+    return xs, np.searchsorted(errors, xs, side="right") / max(1, len(errors))
+
+
+def summarize(pred: np.ndarray, truth: np.ndarray) -> dict:
+    errors = nme(pred, truth, "ion")
+    per_point = point_errors(pred, truth, "ion")
+    return {
+        "count": int(len(errors)),
+        "nme_ion": float(errors.mean()),
+        "nme_ipn": float(nme(pred, truth, "ipn").mean()),
+        "fr_008": failure_rate(errors, 0.08),
+        "fr_010": failure_rate(errors, 0.10),
+        "auc_008": auc(errors, 0.08),
+        "regions_ion": {name: float(per_point[:, s].mean()) for name, s in REGIONS.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------
+
+class KerasLandmarks:
+    """A Keras checkpoint (.h5 full model, or .weights.h5 with config.json beside it)."""
+
+    def __init__(self, path: Path):
+        import keras
+
+        import losses  # noqa: F401 - registers the custom objects
+        from model import build_network
+
+        folder = path.parent
+        config_file = folder / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.exists() else {}
+        framing_file = folder / "framing.json"
+        if framing_file.exists():
+            self.framing = json.loads(framing_file.read_text())
+        elif config:
+            self.framing = {k: config[k] for k in ("image_dim", "crop_margin", "crop_shift_y")}
+        else:
+            raise ValueError(f"{path}: no framing.json or config.json beside it (train.py writes both)")
+        if path.name.endswith(".weights.h5"):
+            if "arch" not in config:
+                raise ValueError(f"{config_file}: needed to rebuild the network of {path.name}")
+            self.model = build_network(config["arch"], int(self.framing["image_dim"]))
+            self.model.load_weights(str(path))
+        else:
+            self.model = keras.saving.load_model(str(path), compile=False)
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        return self.model.predict(crops, batch_size=64, verbose=0).reshape(len(crops), -1, 2)
+
+
+class TFLiteLandmarks:
+    def __init__(self, path: Path, threads: int = 2):
+        from predict import LandmarkModel
+
+        self.runtime = LandmarkModel(path, threads=threads)
+        self.framing = self.runtime.metadata["framing"]
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        dim = self.runtime.image_dim
+        return np.stack([geometry.px_to_norm(self.runtime.run(c), dim) for c in crops])
+
+
+def load_landmark_model(path) -> KerasLandmarks | TFLiteLandmarks:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    if path.suffix == ".tflite":
+        return TFLiteLandmarks(path)
+    if path.suffix == ".h5":
+        return KerasLandmarks(path)
+    raise ValueError(f"{path}: unknown model type; expected .h5, .weights.h5 or .tflite")
+
+
+# ---------------------------------------------------------------------------------------
+# Faces, boxes and predictions
+# ---------------------------------------------------------------------------------------
+
+def evaluation_faces(data_dir, split: str = "test") -> list:
+    """Faces of ``DIR/labels_ibug_300W_<split>.xml`` (or of a .pts folder), each tagged with
+    its standard 300-W subset when its path has one (common / challenging), else the split."""
+    import dataset
+
+    data_dir = Path(data_dir)
+    xml_path = data_dir / f"labels_ibug_300W_{split}.xml"
+    if xml_path.exists():
+        faces = dataset.parse_dlib_xml(xml_path)
+    elif data_dir.is_file() and data_dir.suffix == ".xml":
+        faces, data_dir = dataset.parse_dlib_xml(data_dir), data_dir.parent
+    else:
+        faces = dataset.scan_pts_folder(data_dir)
+        if not faces:
+            raise FileNotFoundError(f"{xml_path}: not found, and {data_dir} holds no .pts files")
+    root = data_dir.resolve()
+    tagged = []
+    for face in faces:
+        try:
+            relative = Path(face.image_path).relative_to(root).as_posix()
+        except ValueError:
+            relative = face.image_path
+        subset = dataset.standard_subset(relative)
+        if subset in (None, "train"):
+            subset = split
+        tagged.append(dataset.replace(face, subset=subset))
+    return tagged
+
+
+def box_iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    return inter / (aw * ah + bw * bh - inter) if inter > 0 else 0.0
+
+
+def match_detection(boxes, face, min_iou: float = 0.3):
+    """The detected box (training convention) that frames this annotated face, or None."""
+    target = geometry.box_from_landmarks(face.landmarks_px)
+    scored = [(box_iou(box, target), box) for box in boxes]
+    best = max(scored, default=(0.0, None), key=lambda s: s[0])
+    return best[1] if best[0] >= min_iou else None
+
+
+def predict_faces(runner, faces, detector=None, flip_average: bool = False, log_every: int = 0):
+    """(predictions [N, 68, 2], truths [N, 68, 2], kept faces, missed faces) in image pixels."""
+    import dataset
+
+    framing = runner.framing
+    dim = int(framing["image_dim"])
+    crops, matrices, kept, missed = [], [], [], []
+    by_image: dict[str, list] = {}
+    for face in faces:
+        by_image.setdefault(face.image_path, []).append(face)
+    for image_path, image_faces in by_image.items():
+        image = dataset.read_image(image_path)
+        detected = detector.detect(image) if detector else None
+        for face in image_faces:
+            box = face.box_xywh if detector is None else match_detection(detected, face)
+            if box is None:
+                missed.append(face)
+                continue
+            crop, matrix = geometry.frame_face(image, box, dim, float(framing["crop_margin"]),
+                                               float(framing["crop_shift_y"]))
+            crops.append(geometry.gray_to_input(crop))
+            matrices.append(matrix)
+            kept.append(face)
+    if not kept:
+        return np.zeros((0, 68, 2)), np.zeros((0, 68, 2)), kept, missed
+    crops = np.stack(crops)
+    norm = runner.predict_crops(crops)
+    if flip_average:
+        mirrored = runner.predict_crops(crops[:, :, ::-1].copy())
+        mirrored[..., 0] = -mirrored[..., 0]  # x_px -> D - 1 - x_px is x_norm -> -x_norm
+        norm = (norm + mirrored[:, geometry.FLIP_PERMUTATION_68]) / 2
+    preds = np.stack([geometry.transform_points(geometry.norm_to_px(n, dim), geometry.invert(m))
+                      for n, m in zip(norm, matrices)])
+    truths = np.stack([f.landmarks_px for f in kept]).astype(np.float64)
+    return preds, truths, kept, missed
+
+
+def evaluate(runner, faces, detector=None, flip_average: bool = False) -> dict:
+    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average)
+    subsets = sorted({f.subset for f in kept})
+    report = {"boxes": detector.name if detector else "dataset", "faces": len(faces),
+              "missed": len(missed), "flip_average": flip_average, "subsets": {}}
+    for subset in subsets:
+        mask = np.array([f.subset == subset for f in kept])
+        report["subsets"][subset] = summarize(preds[mask], truths[mask])
+    if kept:
+        full = summarize(preds, truths)
+        if len(subsets) > 1:
+            report["subsets"]["full"] = full
+        report.update({k: v for k, v in full.items()})
+    report["_errors"] = nme(preds, truths, "ion") if kept else np.zeros(0)
+    report["_subset_of"] = [f.subset for f in kept]
+    return report
+
+
+def fit_detector_boxes(detector, faces) -> dict:
+    """Fit how a detector's raw boxes relate to the dataset's boxes (predict.py's constants)."""
+    import dataset
+
+    ratios, shifts_x, shifts_y, matched = [], [], [], 0
+    for face in faces:
+        image = dataset.read_image(face.image_path)
+        x, y, w, h = face.box_xywh
+        best = max(((box_iou(b, face.box_xywh), b) for b in detector.detect_raw(image)),
+                   default=(0.0, None), key=lambda s: s[0])
+        if best[0] < 0.3:
+            continue
+        matched += 1
+        bx, by, bw, bh = best[1]
+        ratios.append(np.sqrt(w * h) / np.sqrt(bw * bh))
+        shifts_x.append(((x + w / 2) - (bx + bw / 2)) / bw)
+        shifts_y.append(((y + h / 2) - (by + bh / 2)) / bh)
+    if not matched:
+        raise ValueError("the detector matched none of the faces")
+    return {"matched": matched, "faces": len(faces), "SCALE": round(float(np.median(ratios)), 3),
+            "SHIFT_X": round(float(np.median(shifts_x)), 3), "SHIFT_Y": round(float(np.median(shifts_y)), 3)}
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+
+def format_report(report: dict) -> str:
+    lines = [f"boxes: {report['boxes']}; faces: {report['faces']}"
+             + (f", detector missed {report['missed']}" if report["boxes"] != "dataset" else "")
+             + ("; flip averaging" if report["flip_average"] else ""),
+             f"{'subset':<12}{'count':>6}{'NME io%':>9}{'NME ip%':>9}{'FR@.08':>8}{'FR@.10':>8}"
+             f"{'AUC@.08':>9}  " + " ".join(f"{r:>6}" for r in REGIONS)]
+    for name, s in report["subsets"].items():
+        lines.append(f"{name:<12}{s['count']:>6}{100 * s['nme_ion']:>9.2f}{100 * s['nme_ipn']:>9.2f}"
+                     f"{100 * s['fr_008']:>7.1f}%{100 * s['fr_010']:>7.1f}%{s['auc_008']:>9.3f}  "
+                     + " ".join(f"{100 * s['regions_ion'][r]:>6.2f}" for r in REGIONS))
+    lines.append("NME in % of the outer-eye-corner (io) / pupil (ip) distance; regions: NME io% per region")
+    return "\n".join(lines)
+
+
+def plot_ced(report: dict, png_path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    errors, subsets = report["_errors"], np.array(report["_subset_of"])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name in report["subsets"]:
+        selected = errors if name == "full" else errors[subsets == name]
+        xs, ys = ced(selected, 0.08)
+        ax.plot(100 * xs, ys, label=f"{name} (AUC {auc(selected):.3f}, n={len(selected)})")
+    ax.set(xlabel="NME (%), outer eye corners", ylabel="fraction of faces", ylim=(0, 1),
+           xlim=(0, 8), title=title or "Cumulative error distribution")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    from predict import DEFAULT_MODEL, DETECTORS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--data-dir", required=True,
+                        help="dlib XML layout (DIR/labels_ibug_300W_<split>.xml), an XML file, or a .pts folder")
+    parser.add_argument("--split", default="test", help="which labels_ibug_300W_<split>.xml")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help=".h5, .weights.h5 or .tflite")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), help="use a detector's boxes, not the dataset's")
+    parser.add_argument("--flip-average", action="store_true", help="test-time flip averaging")
+    parser.add_argument("--json", help="write the figures as JSON here")
+    parser.add_argument("--plot", help="write the CED curve as a PNG here")
+    parser.add_argument("--fit-detector", choices=sorted(DETECTORS),
+                        help="instead of evaluating: fit the detector's box mapping on these faces")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        faces = evaluation_faces(args.data_dir, args.split)
+        if args.fit_detector:
+            print(json.dumps(fit_detector_boxes(DETECTORS[args.fit_detector](), faces), indent=1))
+            return 0
+        runner = load_landmark_model(args.model)
+        detector = DETECTORS[args.detector]() if args.detector else None
+        report = evaluate(runner, faces, detector, args.flip_average)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report["model"] = str(args.model)
+    report["data"] = f"{args.data_dir} ({args.split})"
+    print(f"model: {args.model}\ndata: {report['data']}")
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1))
+    if args.plot:
+        plot_ced(report, args.plot, title=f"{Path(args.model).name} on {report['data']}")
+    return 0 if report["subsets"] else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

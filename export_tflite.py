@@ -1,0 +1,230 @@
+"""Convert a trained checkpoint to TFLite for the Raspberry Pi, and check the result.
+
+    python export_tflite.py                                   # checkpoints/best_model_full.h5 -> models/, all formats
+    python export_tflite.py --model runs/x/best_model_full.h5 --quantize int8 --int8-io float
+
+Formats: ``float32``; ``float16`` (weights in float16); ``dynamic`` (int8 weights, float
+activations); ``int8`` (full integer, calibrated on real training crops). Beside each
+``landmarks_<format>.tflite`` goes ``landmarks_<format>.json``: the framing predict.py needs
+to crop a face the way training did. After converting, the Keras and TFLite models run on
+the same held-out crops; a format whose NME drifts past its tolerance fails the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import geometry
+
+FORMATS = ("float32", "float16", "dynamic", "int8")
+# Largest allowed rise of NME (fraction of the inter-ocular distance) over the Keras model.
+TOLERANCE = {"float32": 0.0005, "float16": 0.001, "dynamic": 0.0015, "int8": 0.0015}
+
+log = logging.getLogger("export")
+
+
+def load_keras_checkpoint(path: Path):
+    from evaluate import KerasLandmarks
+
+    return KerasLandmarks(path)
+
+
+def training_config(model_path: Path):
+    from config import Config
+
+    config_file = model_path.parent / "config.json"
+    return Config.from_json_file(config_file) if config_file.exists() else None
+
+
+def framed_crops(faces, framing: dict, limit: int) -> np.ndarray:
+    """Deterministic evaluation crops of up to `limit` faces (as predict.py frames them)."""
+    import dataset
+
+    crops = []
+    for face in faces[:limit]:
+        image = dataset.read_image(face.image_path)
+        crop, _ = geometry.frame_face(image, face.box_xywh, int(framing["image_dim"]),
+                                      float(framing["crop_margin"]), float(framing["crop_shift_y"]))
+        crops.append(geometry.gray_to_input(crop))
+    return np.stack(crops)
+
+
+def held_out_faces(data_dir: Path, config):
+    """(calibration faces from the training part, parity faces held out from it)."""
+    import dataset
+
+    faces = dataset.load_faces(data_dir, "train", config.split if config else "standard")
+    seed = config.seed if config else 42
+    fraction = config.val_fraction if config and config.val_fraction > 0 else 0.05
+    train, held = dataset.split_by_image(faces, fraction, seed)
+    rng = np.random.default_rng(seed)
+    return [train[i] for i in rng.permutation(len(train))], held
+
+
+# Ops kept in float inside the int8 model: the soft-argmax (softmax over each heatmap and
+# the weighted sum of cell centres). In int8 its probabilities are quantised to 1/256 and
+# the coordinates drift by about a pixel (+1 NME point); in float the drift is ~0.1 px.
+FLOAT_OPS_IN_INT8 = ["SOFTMAX", "TRANSPOSE", "RESHAPE", "FULLY_CONNECTED", "BATCH_MATMUL"]
+
+
+def convert(keras_model, fmt: str, calibration: np.ndarray | None, int8_input: str = "int8") -> bytes:
+    """One TFLite flatbuffer of `keras_model` in format `fmt`."""
+    import contextlib
+    import io
+
+    # Keras prints the whole SavedModel signature while converting.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _convert(keras_model, fmt, calibration, int8_input)
+
+
+def _convert(keras_model, fmt, calibration, int8_input) -> bytes:
+    import tensorflow as tf
+
+    # from_keras_model freezes the weights into constants (from_concrete_functions would
+    # keep Keras 3 variables as uninitialised TFLite resource variables).
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if fmt == "float32":
+        return converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if fmt == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
+    if fmt == "dynamic":
+        return converter.convert()
+    if fmt != "int8":
+        raise ValueError(f"unknown format {fmt!r}")
+    # Full integer: calibrated on real crops, the soft-argmax left in float (selective
+    # quantisation through TFLite's quantisation debugger), then the input made int8.
+    from tensorflow.lite.python import util
+
+    converter.representative_dataset = lambda: ([crop[None]] for crop in calibration)
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=FLOAT_OPS_IN_INT8)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+    flatbuffer = debugger.get_nondebug_quantized_model()
+    if int8_input == "int8":
+        flatbuffer = util.modify_model_io_type(flatbuffer, inference_input_type=tf.int8,
+                                               inference_output_type=tf.float32)
+    return flatbuffer
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
+    os.replace(tmp, path)
+
+
+def latency_ms(model_path: Path, threads: int, runs: int = 50) -> float:
+    from predict import LandmarkModel
+
+    runtime = LandmarkModel(model_path, threads=threads)
+    crop = np.zeros((runtime.image_dim, runtime.image_dim, 1), np.float32)
+    for _ in range(5):
+        runtime.run(crop)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        runtime.run(crop)
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+def crop_nme(pred_norm: np.ndarray, truth_norm: np.ndarray) -> float:
+    from evaluate import nme
+
+    return float(nme(pred_norm, truth_norm).mean())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--model", default="checkpoints/best_model_full.h5",
+                        help="Keras checkpoint (.h5 or .weights.h5 with config.json beside it)")
+    parser.add_argument("--out-dir", default="models")
+    parser.add_argument("--name", default="landmarks", help="file prefix: <name>_<format>.tflite")
+    parser.add_argument("--quantize", choices=FORMATS + ("all",), default="all")
+    parser.add_argument("--int8-input", choices=("int8", "float"), default="int8",
+                        help="input type of the full-integer model (grey pixels fit int8 exactly); "
+                        "its output stays float32: int8 coordinates alone would cost ~0.3 NME points")
+    parser.add_argument("--data-dir", help="training data for calibration and the parity check "
+                        "(default: the data_dir in config.json beside the checkpoint)")
+    parser.add_argument("--calibration-faces", type=int, default=300)
+    parser.add_argument("--parity-faces", type=int, default=100)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import dataset
+
+    model_path = Path(args.model)
+    try:
+        checkpoint = load_keras_checkpoint(model_path)
+    except (OSError, ValueError) as err:
+        print(f"error: {model_path}: cannot load the Keras checkpoint ({err})", file=sys.stderr)
+        return 2
+    config = training_config(model_path)
+    data_dir = Path(args.data_dir or (config.data_dir if config else ""))
+    if not dataset.has_dataset(data_dir):
+        print(f"error: {data_dir}: no training data for calibration and parity; pass --data-dir",
+              file=sys.stderr)
+        return 2
+    framing = checkpoint.framing
+    calib_faces, parity_faces = held_out_faces(data_dir, config)
+    parity_crops = framed_crops(parity_faces, framing, args.parity_faces)
+    dim = int(framing["image_dim"])
+    parity_truth = []
+    for face in parity_faces[:args.parity_faces]:
+        _, matrix = geometry.frame_face(np.zeros((1, 1), np.uint8), face.box_xywh, dim,
+                                        float(framing["crop_margin"]), float(framing["crop_shift_y"]))
+        parity_truth.append(geometry.px_to_norm(geometry.transform_points(face.landmarks_px, matrix), dim))
+    parity_truth = np.stack(parity_truth)
+    keras_nme = crop_nme(checkpoint.predict_crops(parity_crops), parity_truth)
+    print(f"Keras {model_path.name}: NME {100 * keras_nme:.3f} % on {len(parity_crops)} held-out faces")
+
+    formats = FORMATS if args.quantize == "all" else (args.quantize,)
+    calibration = framed_crops(calib_faces, framing, args.calibration_faces) if "int8" in formats else None
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from evaluate import TFLiteLandmarks
+
+    failed = []
+    print(f"{'format':<9}{'size KB':>9}{'NME %':>8}{'drift':>8}{'tol':>7}{'1 thr ms':>10}{'4 thr ms':>10}")
+    for fmt in formats:
+        tflite_path = out_dir / f"{args.name}_{fmt}.tflite"
+        flatbuffer = convert(checkpoint.model, fmt, calibration, args.int8_input)
+        metadata = {
+            "format": fmt, "input_type": args.int8_input if fmt == "int8" else "float32",
+            "output_type": "float32",
+            "framing": framing, "source_checkpoint": model_path.name,
+            "arch": config.arch if config else None,
+            "output": "136 values: x0, y0, x1, y1, ... in [-0.5, 0.5] crop coordinates",
+        }
+        write_atomic(tflite_path, flatbuffer)
+        write_atomic(tflite_path.with_suffix(".json"), json.dumps(metadata, indent=1))
+        lite_nme = crop_nme(TFLiteLandmarks(tflite_path).predict_crops(parity_crops), parity_truth)
+        drift = lite_nme - keras_nme
+        ok = drift <= TOLERANCE[fmt]
+        print(f"{fmt:<9}{len(flatbuffer) / 1024:>9.1f}{100 * lite_nme:>8.3f}{100 * drift:>+8.3f}"
+              f"{100 * TOLERANCE[fmt]:>7.2f}{latency_ms(tflite_path, 1):>10.2f}{latency_ms(tflite_path, 4):>10.2f}"
+              + ("" if ok else "   FAILED: NME drift over tolerance"))
+        if not ok:
+            failed.append(fmt)
+    print("NME and drift in % of the outer-eye-corner distance; latency: median of 50 runs, this machine")
+    if failed:
+        print(f"error: {', '.join(failed)} drifted past tolerance; those files are not fit to ship",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""Find faces in photos and put 68 landmarks on each: runs on a Raspberry Pi.
+
+    python predict.py imgs/test_image.jpeg                 # writes out/test_image_landmarks.png + .json
+    python predict.py a.jpg b.png --json                   # also prints the JSON
+    python predict.py photo.jpg --box 120,80,200,200       # skip detection, use this face box
+    python predict.py --video 0                            # camera 0, smoothed points, FPS
+
+Imports only NumPy, OpenCV, Pillow and ai-edge-litert (or tf.lite when TensorFlow happens
+to be installed). The face is framed by geometry.frame_face, exactly as in training.
+
+Exit status: 0 when every image had a face, 3 when some image had none, 2 when an input or
+the model could not be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+import geometry
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "landmarks_int8.tflite"
+MAX_PIXELS = 80_000_000  # a 16-bit 80 MP photo is already 480 MB decoded
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 2, 3
+
+# Lines of the 68-point outline: (first, last, closed).
+OUTLINE_68 = ((0, 16, False), (17, 21, False), (22, 26, False), (27, 30, False), (31, 35, False),
+              (36, 41, True), (42, 47, True), (48, 59, True), (60, 67, True))
+
+
+class InputError(ValueError):
+    """An input file or model is unusable; the message names the file and the fault."""
+
+
+# ---------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------
+
+def load_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A photo as 8-bit BGR, turned upright by its EXIF orientation (as a viewer shows it).
+
+    Grey, RGBA and 16-bit files are converted; anything else gets an InputError naming it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an image")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    if data.size == 0:
+        raise InputError(f"{path}: empty file")
+    try:  # the header alone: refuse huge images before decoding them
+        with Image.open(path) as probe:
+            width, height = probe.size
+    except (UnidentifiedImageError, OSError):
+        width = height = 0  # let OpenCV have its say below
+    if width * height > max_pixels:
+        raise InputError(f"{path}: image too large ({width}x{height} pixels; the limit is "
+                         f"{max_pixels / 1e6:.0f} MP)")
+    # IMREAD_COLOR: 3-channel 8-bit BGR from grey/RGBA/16-bit, EXIF orientation applied.
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"{path}: not an image OpenCV can read (corrupt or unsupported format)")
+    return image
+
+
+# ---------------------------------------------------------------------------------------
+# Face detection
+# ---------------------------------------------------------------------------------------
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade, with its boxes mapped onto the convention of the
+    training boxes (dlib's HOG detector): a Haar box is larger and sits higher. The mapping
+    (scale about the centre, then a shift in box sizes) was fitted with
+    ``python evaluate.py --data-dir ../shared/data/300w_subset --split train --fit-detector
+    haar`` on the 300-W training faces."""
+
+    name = "haar"
+    # box_xywh -> (cx + dx*s, cy + dy*s, s*k): fitted, see the docstring.
+    SCALE, SHIFT_X, SHIFT_Y = 0.899, -0.002, 0.069  # 1816 of 2012 faces matched
+    MAX_SIDE = 1024  # detect on a downscaled copy of large photos
+
+    def __init__(self, min_size: int = 24):
+        cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self.cascade = cv2.CascadeClassifier(str(cascade_path))
+        if self.cascade.empty():
+            raise InputError(f"{cascade_path}: Haar cascade missing; install opencv-python-headless<5")
+        self.min_size = min_size
+
+    def detect_raw(self, image: np.ndarray) -> list[tuple]:
+        """The cascade's own boxes (x, y, w, h), largest first."""
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        shrink = min(1.0, self.MAX_SIDE / max(grey.shape[:2]))
+        small = cv2.resize(grey, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else grey
+        found = self.cascade.detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1, minNeighbors=5,
+                                              minSize=(self.min_size, self.min_size))
+        boxes = [tuple(float(v) / shrink for v in box) for box in found]
+        return sorted(boxes, key=lambda b: -b[2] * b[3])
+
+    def detect(self, image: np.ndarray) -> list[tuple]:
+        """Face boxes in the training convention, largest first."""
+        return [self.to_training_box(box) for box in self.detect_raw(image)]
+
+    @classmethod
+    def to_training_box(cls, box_xywh) -> tuple:
+        x, y, w, h = box_xywh
+        side = math.sqrt(w * h) * cls.SCALE
+        cx = x + w / 2 + cls.SHIFT_X * w
+        cy = y + h / 2 + cls.SHIFT_Y * h
+        return (cx - side / 2, cy - side / 2, side, side)
+
+
+DETECTORS = {"haar": HaarDetector}
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------
+
+def make_interpreter(model_path: str, threads: int):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tensorflow.lite import Interpreter  # TensorFlow happens to be installed
+        except ImportError:
+            raise InputError("no TFLite runtime: pip install ai-edge-litert "
+                             "(or install TensorFlow)") from None
+    return Interpreter(model_path=model_path, num_threads=threads)
+
+
+def metadata_path(model_path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+class LandmarkModel:
+    """A TFLite landmark model and the framing it was trained with (from the JSON file
+    written beside it by export_tflite.py).
+
+    ``predict(image, boxes)`` is thread-safe: each thread gets its own interpreter.
+    """
+
+    def __init__(self, model_path=DEFAULT_MODEL, threads: int = 1, flip_average: bool = False):
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            hint = (" (train and export one: python train.py, then python export_tflite.py)"
+                    if self.path == DEFAULT_MODEL else "")
+            raise InputError(f"{self.path}: model file not found{hint}")
+        meta_file = metadata_path(self.path)
+        if not meta_file.is_file():
+            raise InputError(f"{meta_file}: framing metadata missing; export_tflite.py writes it "
+                             f"beside {self.path.name}")
+        try:
+            self.metadata = json.loads(meta_file.read_text())
+            framing = self.metadata["framing"]
+            self.image_dim = int(framing["image_dim"])
+            self.crop_margin = float(framing["crop_margin"])
+            self.crop_shift_y = float(framing["crop_shift_y"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputError(f"{meta_file}: malformed metadata ({type(err).__name__}: {err})") from None
+        self.threads = threads
+        self.flip_average = flip_average
+        self._local = threading.local()
+        self._check(self._interpreter())
+
+    def _interpreter(self):
+        interpreter = getattr(self._local, "interpreter", None)
+        if interpreter is None:
+            try:
+                interpreter = make_interpreter(str(self.path), self.threads)
+                interpreter.allocate_tensors()
+            except InputError:
+                raise
+            except Exception as err:  # noqa: BLE001 - the runtime's own error for a non-TFLite file
+                raise InputError(f"{self.path}: not a TFLite model ({str(err).splitlines()[0]})") from None
+            self._local.interpreter = interpreter
+        return interpreter
+
+    def _check(self, interpreter) -> None:
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        want_in = [1, self.image_dim, self.image_dim, 1]
+        if len(inputs) != 1 or list(inputs[0]["shape"]) != want_in:
+            raise InputError(f"{self.path}: input shape {[list(i['shape']) for i in inputs]}, "
+                             f"expected {want_in} (a 68-point landmark model from export_tflite.py)")
+        if len(outputs) != 1 or list(outputs[0]["shape"]) != [1, 2 * geometry.NUM_LANDMARKS]:
+            raise InputError(f"{self.path}: output shape {[list(o['shape']) for o in outputs]}, "
+                             f"expected [1, {2 * geometry.NUM_LANDMARKS}]")
+
+    def run(self, crop_input: np.ndarray) -> np.ndarray:
+        """One framed crop (D x D x 1 float32 in [-1, 1]) -> 68 x 2 landmarks in crop pixels."""
+        interpreter = self._interpreter()
+        inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        tensor = crop_input[None].astype(np.float32)
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            tensor = np.clip(np.rint(tensor / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], tensor)
+        interpreter.invoke()
+        result = interpreter.get_tensor(out["index"])[0]
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            result = (result.astype(np.float32) - zero) * scale
+        return geometry.norm_to_px(result.reshape(-1, 2), self.image_dim)
+
+    def predict_box(self, image: np.ndarray, box_xywh) -> np.ndarray:
+        """68 x 2 landmarks in the image's pixels for one face box."""
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        crop, matrix = geometry.frame_face(grey, box_xywh, self.image_dim, self.crop_margin,
+                                           self.crop_shift_y)
+        points = self.run(geometry.gray_to_input(crop))
+        if self.flip_average:  # test-time flip: average with the mirrored crop's prediction
+            mirrored = self.run(geometry.gray_to_input(crop[:, ::-1].copy()))
+            mirrored[:, 0] = self.image_dim - 1 - mirrored[:, 0]
+            points = (points + mirrored[geometry.FLIP_PERMUTATION_68]) / 2
+        return geometry.transform_points(points, geometry.invert(matrix))
+
+    def predict(self, image: np.ndarray, boxes) -> list[np.ndarray]:
+        return [self.predict_box(image, box) for box in boxes]
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------
+
+def draw_landmarks(image_bgr: np.ndarray, faces: list[dict]) -> np.ndarray:
+    canvas = image_bgr.copy()
+    thickness = max(1, round(max(canvas.shape[:2]) / 500))
+    for face in faces:
+        x, y, w, h = face["box"]
+        cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (255, 160, 0), thickness)
+        points = np.asarray(face["landmarks"], dtype=np.float64)
+        for first, last, closed in OUTLINE_68:
+            line = np.round(points[first:last + 1]).astype(np.int32)
+            cv2.polylines(canvas, [line], closed, (0, 220, 0), thickness, cv2.LINE_AA)
+        for px, py in points:
+            cv2.circle(canvas, (round(px), round(py)), thickness + 1, (0, 0, 255), -1, cv2.LINE_AA)
+    return canvas
+
+
+def faces_json(boxes, landmarks) -> list[dict]:
+    return [{"box": [round(float(v), 2) for v in box],
+             "landmarks": [[round(float(px), 2), round(float(py), 2)] for px, py in points]}
+            for box, points in zip(boxes, landmarks)]
+
+
+def parse_box(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
+        raise argparse.ArgumentTypeError(f"--box wants x,y,w,h with w, h > 0, got {text!r}")
+    return values
+
+
+def annotate_image(path, model: LandmarkModel, detector, box=None) -> dict:
+    """Detect (or take `box`), predict, and return the JSON record of one image."""
+    image = load_image(path)
+    boxes = [box] if box else detector.detect(image)
+    return {"image": str(path), "width": image.shape[1], "height": image.shape[0],
+            "faces": faces_json(boxes, model.predict(image, boxes))}, image
+
+
+# ---------------------------------------------------------------------------------------
+# Video
+# ---------------------------------------------------------------------------------------
+
+class OneEuroFilter:
+    """One-Euro filter (Casiez et al., CHI 2012): smooths jitter when the points hold still
+    and follows quickly when they move. Works on arrays of any shape."""
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0):
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.value = self.derivative = self.time = None
+
+    @staticmethod
+    def _alpha(cutoff, dt):
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, value: np.ndarray, timestamp: float) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        if self.value is None or value.shape != self.value.shape:
+            self.value, self.derivative, self.time = value, np.zeros_like(value), timestamp
+            return value
+        dt = max(timestamp - self.time, 1e-6)
+        derivative = (value - self.value) / dt
+        a_d = self._alpha(self.d_cutoff, dt)
+        self.derivative = a_d * derivative + (1 - a_d) * self.derivative
+        cutoff = self.min_cutoff + self.beta * np.abs(self.derivative)
+        a = self._alpha(cutoff, dt)
+        self.value = a * value + (1 - a) * self.value
+        self.time = timestamp
+        return self.value
+
+
+def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_frames: int = 0) -> int:
+    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not capture.isOpened():
+        print(f"error: {source}: cannot open video or camera", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{Path(source).stem if not source.isdigit() else 'camera' + source}_landmarks.mp4"
+    writer, smoother = None, OneEuroFilter()
+    frames = with_face = 0
+    started = time.perf_counter()
+    while True:
+        ok, frame = capture.read()
+        if not ok or (max_frames and frames >= max_frames):
+            break
+        boxes = detector.detect(frame)[:1]  # the largest face is tracked and smoothed
+        faces = []
+        if boxes:
+            points = smoother(model.predict_box(frame, boxes[0]), frames / fps_in)
+            faces = faces_json(boxes, [points])
+            with_face += 1
+        annotated = draw_landmarks(frame, faces)
+        if writer is None:
+            writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_in,
+                                     (annotated.shape[1], annotated.shape[0]))
+        writer.write(annotated)
+        frames += 1
+    elapsed = time.perf_counter() - started
+    capture.release()
+    if writer is not None:
+        writer.release()
+    if frames == 0:
+        print(f"error: {source}: no frames could be read", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{source}: {frames} frames, a face in {with_face}, {frames / elapsed:.1f} frames/s "
+          f"(detection + landmarks + drawing), wrote {out_path}")
+    return EXIT_OK if with_face else EXIT_NO_FACE
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+
+def expand_inputs(paths) -> tuple[list[Path], list[str]]:
+    """Files as given; directories expanded to the images inside. Returns (files, errors)."""
+    files, errors = [], []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in
+                           (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"))
+            if not found:
+                errors.append(f"{path}: directory holds no images")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files, errors
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("images", nargs="*", help="image files or folders of images")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="a .tflite from export_tflite.py")
+    parser.add_argument("--out", default="out", help="folder for annotated images and JSON")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--box", type=parse_box, help="face box x,y,w,h: skip detection")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default="haar")
+    parser.add_argument("--threads", type=int, default=1, help="TFLite interpreter threads")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="average with the mirrored face's prediction (2x time, a bit more accurate)")
+    parser.add_argument("--video", help="a video file or a camera index (0, 1, ...)")
+    parser.add_argument("--max-frames", type=int, default=0, help="stop video after this many frames")
+    args = parser.parse_args(argv)
+    if not args.images and args.video is None:
+        parser.error("give image files (or --video SOURCE)")
+
+    try:
+        model = LandmarkModel(args.model, threads=args.threads, flip_average=args.flip_average)
+        detector = DETECTORS[args.detector]()
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out_dir = Path(args.out)
+    if args.video is not None:
+        return run_video(args.video, model, detector, out_dir, args.max_frames)
+
+    files, errors = expand_inputs(args.images)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    results, no_face = [], []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        try:
+            record, image = annotate_image(path, model, detector, args.box)
+        except InputError as err:
+            errors.append(str(err))
+            print(f"error: {err}", file=sys.stderr)
+            continue
+        stem = out_dir / f"{path.stem}_landmarks"
+        cv2.imwrite(str(stem.with_suffix(".png")), draw_landmarks(image, record["faces"]))
+        stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+        results.append(record)
+        if record["faces"]:
+            print(f"{path}: {len(record['faces'])} face(s) -> {stem.with_suffix('.png')}", file=sys.stderr)
+        else:
+            no_face.append(str(path))
+            print(f"{path}: no face found (try --box x,y,w,h)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results if len(results) != 1 else results[0], indent=1))
+    if errors:
+        return EXIT_BAD_INPUT
+    return EXIT_NO_FACE if no_face else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
