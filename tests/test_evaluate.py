@@ -1,0 +1,187 @@
+"""The 300-W metrics against values computed by hand, and evaluate.py end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import evaluate
+from conftest import REPO_DIR
+
+
+def face_with_eyes(left_outer=(0.0, 0.0), right_outer=(10.0, 0.0)) -> np.ndarray:
+    """A 68-point face whose outer eye corners (36, 45) are where asked, eyes 6 points each."""
+    points = np.zeros((68, 2))
+    points[36:42] = left_outer
+    points[42:48] = right_outer
+    points[36] = left_outer
+    points[45] = right_outer
+    return points
+
+
+def test_inter_ocular_and_inter_pupil_distances():
+    truth = face_with_eyes((0, 0), (30, 40))[None]
+    assert evaluate.inter_ocular(truth) == pytest.approx([50.0])
+    truth = np.zeros((1, 68, 2))
+    truth[0, 36:42] = [[0, 0], [2, 0], [4, 0], [6, 0], [4, 2], [2, 2]]  # centre (3, 2/3)
+    truth[0, 42:48] = [[20, 0], [22, 0], [24, 0], [26, 0], [24, 2], [22, 2]]  # centre (23, 2/3)
+    assert evaluate.inter_pupil(truth) == pytest.approx([20.0])
+    assert evaluate.inter_ocular(truth) == pytest.approx([26.0])  # points 36 (0,0) and 45 (26,0)
+
+
+def test_nme_by_hand():
+    truth = face_with_eyes((0, 0), (100, 0))[None]  # inter-ocular 100
+    pred = truth.copy()
+    pred[0, 0] += [3, 4]  # one point 5 px off
+    pred[0, 1] += [6, 8]  # one point 10 px off
+    # mean error (5 + 10) / 68, divided by 100
+    assert evaluate.nme(pred, truth, "ion") == pytest.approx([15 / 68 / 100])
+    errors = evaluate.point_errors(pred, truth)
+    assert errors[0, 0] == pytest.approx(0.05) and errors[0, 1] == pytest.approx(0.10)
+    assert np.count_nonzero(errors) == 2
+
+
+def test_failure_rate_and_auc_by_hand():
+    errors = np.array([0.01, 0.03, 0.09, 0.12])
+    assert evaluate.failure_rate(errors, 0.08) == 0.5
+    assert evaluate.failure_rate(errors, 0.10) == 0.25
+    # AUC@0.08 = mean(max(0, 0.08 - e)) / 0.08 = (0.07 + 0.05 + 0 + 0) / 4 / 0.08
+    assert evaluate.auc(errors, 0.08) == pytest.approx(0.375)
+    assert evaluate.auc(np.zeros(5)) == pytest.approx(1.0)
+    assert evaluate.auc(np.full(5, 0.2)) == 0.0
+
+
+def test_auc_equals_the_integral_of_the_ced_curve():
+    errors = np.random.default_rng(0).uniform(0, 0.12, size=500)
+    xs, fractions = evaluate.ced(errors, 0.08, steps=8000)
+    integral = np.trapezoid(fractions, xs) / 0.08
+    assert evaluate.auc(errors, 0.08) == pytest.approx(integral, abs=1e-3)
+    assert fractions[0] == 0.0 and fractions[-1] == pytest.approx(np.mean(errors <= 0.08))
+
+
+def test_summary_regions_and_normalisers():
+    truth = face_with_eyes((0, 0), (50, 0))[None]  # ion 50; pupils: (0,0) and (50,0) -> ipn 50
+    pred = truth.copy()
+    pred[0, 48:68] += [0, 5]  # the 20 mouth points 5 px off
+    summary = evaluate.summarize(pred, truth)
+    assert summary["count"] == 1
+    assert summary["nme_ion"] == pytest.approx(20 * 5 / 68 / 50)
+    assert summary["nme_ipn"] == pytest.approx(20 * 5 / 68 / 50)
+    assert summary["regions_ion"]["mouth"] == pytest.approx(0.1)
+    assert summary["regions_ion"]["jaw"] == 0.0 and summary["regions_ion"]["eyes"] == 0.0
+    assert summary["fr_008"] == 0.0 and summary["auc_008"] == pytest.approx(1 - 100 / 68 / 50 / 0.08)
+
+
+def test_box_iou_by_hand():
+    assert evaluate.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert evaluate.box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+
+
+def run_evaluate(*args):
+    return subprocess.run([sys.executable, "evaluate.py", *args], cwd=REPO_DIR,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def shipped_int8():
+    path = REPO_DIR / "models" / "landmarks_int8.tflite"
+    assert path.exists(), "the trained model must ship in models/"
+    return path
+
+
+def test_evaluate_cli_on_lfpw_test_writes_json_and_plot(subset_dir, shipped_int8, tmp_path):
+    result = run_evaluate("--data-dir", str(subset_dir), "--model", str(shipped_int8),
+                          "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "ced.png"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    for key in ("nme_ion", "nme_ipn", "fr_008", "fr_010", "auc_008", "count"):
+        assert key in report
+    assert report["count"] == 224 and set(report["subsets"]) == {"common"}
+    assert 0 < report["nme_ion"] < 0.15 and 0 <= report["fr_008"] <= 1
+    assert report["nme_ipn"] > report["nme_ion"]  # pupils are closer than outer corners
+    assert (tmp_path / "ced.png").read_bytes()[:4] == b"\x89PNG"
+    assert "common" in result.stdout and "NME" in result.stdout
+
+
+def test_evaluate_with_haar_boxes_reports_misses(subset_dir, shipped_int8, tmp_path):
+    result = run_evaluate("--data-dir", str(subset_dir), "--model", str(shipped_int8),
+                          "--detector", "haar", "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["boxes"] == "haar" and report["faces"] == 224
+    assert report["count"] + report["missed"] == 224 and report["count"] > 150
+    assert "detector missed" in result.stdout
+
+
+def test_evaluate_reads_an_xml_file_and_pts_folders(dlib_faces_dir, subset_dir, shipped_int8, tmp_path):
+    result = run_evaluate("--data-dir", str(dlib_faces_dir / "testing_with_face_landmarks.xml"),
+                          "--model", str(shipped_int8), "--json", str(tmp_path / "a.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "a.json").read_text())["count"] == 25
+    faces = evaluate.evaluation_faces(subset_dir / "lfpw" / "testset")
+    assert len(faces) == 224
+
+
+def test_evaluate_errors_name_the_file(subset_dir, tmp_path):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_text("nope")
+    result = run_evaluate("--data-dir", str(subset_dir), "--model", str(bogus))
+    assert result.returncode == 2 and "model.onnx" in result.stderr and "unknown model type" in result.stderr
+    result = run_evaluate("--data-dir", str(tmp_path), "--model", str(bogus))
+    assert result.returncode == 2 and str(tmp_path) in result.stderr
+
+
+class ConstantRunner:
+    """Answers every crop with the same face (crop coordinates in [-0.5, 0.5])."""
+
+    framing = {"image_dim": 128, "crop_margin": 0.2, "crop_shift_y": 0.06}
+
+    def __init__(self, points_norm):
+        self.points = np.asarray(points_norm, dtype=np.float64)
+
+    def predict_crops(self, crops):
+        return np.repeat(self.points[None], len(crops), axis=0)
+
+
+def mirror_norm(points_norm):
+    import geometry
+
+    mirrored = np.asarray(points_norm, dtype=np.float64).copy()
+    mirrored[:, 0] = -mirrored[:, 0]
+    return mirrored[geometry.FLIP_PERMUTATION_68]
+
+
+def test_flip_averaging_averages_with_the_mirrored_prediction(train_faces):
+    """predict_faces(flip_average=True) must map the mirrored crop's answer back: a
+    symmetric face is unchanged, an asymmetric one becomes its mirror average."""
+    faces = train_faces[:3]
+    asymmetric = np.random.default_rng(1).uniform(-0.3, 0.3, size=(68, 2))
+    symmetric = (asymmetric + mirror_norm(asymmetric)) / 2
+    assert np.allclose(mirror_norm(symmetric), symmetric)
+
+    plain_sym, _, _, _ = evaluate.predict_faces(ConstantRunner(symmetric), faces)
+    flip_sym, _, _, _ = evaluate.predict_faces(ConstantRunner(symmetric), faces, flip_average=True)
+    assert np.allclose(flip_sym, plain_sym, atol=1e-9)
+
+    flip_asym, _, _, _ = evaluate.predict_faces(ConstantRunner(asymmetric), faces, flip_average=True)
+    assert np.allclose(flip_asym, plain_sym, atol=1e-9)  # (p + mirror(p)) / 2 == symmetric
+    plain_asym, _, _, _ = evaluate.predict_faces(ConstantRunner(asymmetric), faces)
+    assert not np.allclose(plain_asym, plain_sym, atol=0.5)
+
+
+def test_predictions_are_mapped_back_to_photo_pixels(train_faces):
+    """A runner answering the true crop coordinates scores zero error in photo pixels."""
+    import geometry
+
+    face = train_faces[5]
+    framing = ConstantRunner.framing
+    _, matrix = geometry.frame_face(np.zeros((1, 1), np.uint8), face.box_xywh, 128,
+                                    framing["crop_margin"], framing["crop_shift_y"])
+    truth_norm = geometry.px_to_norm(geometry.transform_points(face.landmarks_px, matrix), 128)
+    preds, truths, kept, missed = evaluate.predict_faces(ConstantRunner(truth_norm), [face])
+    assert len(kept) == 1 and not missed
+    assert np.abs(preds - truths).max() < 1e-3

@@ -1,0 +1,224 @@
+"""predict.py as a Raspberry Pi user runs it: without TensorFlow, on real faces, with bad
+inputs among good ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import geometry
+import predict
+from conftest import REPO_DIR
+
+PI_ENV = "LANDMARKS_PI_PYTHON"
+INT8_MODEL = REPO_DIR / "models" / "landmarks_int8.tflite"
+
+
+@pytest.fixture(scope="session")
+def pi_python() -> str:
+    """The interpreter of a virtual environment made from requirements-pi.txt alone."""
+    python = os.environ.get(PI_ENV)
+    if not python:
+        message = (f"set {PI_ENV} to the python of a venv made with "
+                   "'pip install -r requirements-pi.txt' (.ci/run makes one)")
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True, text=True)
+    assert probe.returncode != 0, f"{python} has TensorFlow installed; the Pi environment must not"
+    return python
+
+
+def run_predict(python, *args, cwd=REPO_DIR):
+    return subprocess.run([python, str(REPO_DIR / "predict.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def lfpw_face(subset_dir):
+    """(image path, Face) of an LFPW test face with its annotation."""
+    import dataset
+
+    faces = dataset.parse_dlib_xml(subset_dir / "labels_ibug_300W_test.xml")
+    return Path(faces[0].image_path), faces[0]
+
+
+def nme_of(points, face) -> float:
+    import evaluate
+
+    return float(evaluate.nme(np.asarray(points)[None], face.landmarks_px[None])[0])
+
+
+def test_predict_without_tensorflow_on_a_real_face(pi_python, lfpw_face, tmp_path):
+    image_path, face = lfpw_face
+    result = run_predict(pi_python, image_path, "--out", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["image"] == str(image_path)
+    assert len(record["faces"]) >= 1
+    # The detected face that matches the annotation.
+    faces = sorted(record["faces"], key=lambda f: np.linalg.norm(
+        np.mean(f["landmarks"], axis=0) - face.landmarks_px.mean(axis=0)))
+    found = faces[0]
+    assert len(found["box"]) == 4 and len(found["landmarks"]) == 68
+    assert all(len(p) == 2 for p in found["landmarks"])
+    x, y, w, h = found["box"]
+    points = np.array(found["landmarks"])
+    margin = 0.25 * w
+    assert np.all((points[:, 0] > x - margin) & (points[:, 0] < x + w + margin))
+    assert np.all((points[:, 1] > y - margin) & (points[:, 1] < y + h + margin))
+    assert nme_of(points, face) < 0.12
+    written = json.loads((tmp_path / f"{image_path.stem}_landmarks.json").read_text())
+    assert written == record
+    drawn = cv2.imread(str(tmp_path / f"{image_path.stem}_landmarks.png"))
+    assert drawn.shape == cv2.imread(str(image_path)).shape
+
+
+def test_predict_with_a_given_box_uses_it(pi_python, lfpw_face, tmp_path):
+    image_path, face = lfpw_face
+    box = ",".join(str(v) for v in face.box_xywh)
+    result = run_predict(pi_python, image_path, "--box", box, "--out", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert len(record["faces"]) == 1 and record["faces"][0]["box"] == list(face.box_xywh)
+    assert nme_of(record["faces"][0]["landmarks"], face) < 0.10
+
+
+def test_no_face_gives_a_message_and_exit_code_3(pi_python, tmp_path):
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((240, 320, 3), 128, np.uint8))
+    result = run_predict(pi_python, blank, "--out", tmp_path / "out")
+    assert result.returncode == predict.EXIT_NO_FACE
+    assert "wall.png: no face found" in result.stderr
+
+
+def test_bad_files_are_named_and_do_not_stop_the_good_ones(pi_python, lfpw_face, tmp_path):
+    image_path, _ = lfpw_face
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a photo")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(image_path.read_bytes()[:200])
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    out = tmp_path / "out"
+    result = run_predict(pi_python, text, image_path, truncated, empty_dir, tmp_path / "missing.png",
+                         "--out", out)
+    assert result.returncode == predict.EXIT_BAD_INPUT
+    for name in ("notes.jpg", "cut.jpg", "empty: directory holds no images", "missing.png"):
+        assert name in result.stderr, name
+    assert (out / f"{image_path.stem}_landmarks.json").exists()  # the good photo was done
+
+
+def test_bad_models_are_refused_clearly(pi_python, lfpw_face, tmp_path):
+    image_path, _ = lfpw_face
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    junk.with_suffix(".json").write_text(INT8_MODEL.with_suffix(".json").read_text())
+    result = run_predict(pi_python, image_path, "--model", junk)
+    assert result.returncode == 2 and "junk.tflite: not a TFLite model" in result.stderr
+
+    no_meta = tmp_path / "copy.tflite"
+    no_meta.write_bytes(INT8_MODEL.read_bytes())
+    result = run_predict(pi_python, image_path, "--model", no_meta)
+    assert result.returncode == 2 and "copy.json: framing metadata missing" in result.stderr
+
+    result = run_predict(pi_python, image_path, "--model", tmp_path / "absent.tflite")
+    assert result.returncode == 2 and "absent.tflite: model file not found" in result.stderr
+
+
+def test_a_model_of_the_wrong_shape_is_refused(tmp_path):
+    import tensorflow as tf
+    import keras
+
+    inputs = keras.Input((64, 64, 1))
+    tiny = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    path = tmp_path / "other.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tiny).convert())
+    path.with_suffix(".json").write_text(INT8_MODEL.with_suffix(".json").read_text())
+    with pytest.raises(predict.InputError, match="other.tflite: input shape"):
+        predict.LandmarkModel(path)
+
+
+def test_exif_rotated_grey_and_16_bit_photos(lfpw_face, tmp_path):
+    """Orientation is applied (landmarks land on the upright photo), other pixel formats
+    give the same answer as the 8-bit colour file."""
+    image_path, face = lfpw_face
+    model = predict.LandmarkModel(INT8_MODEL)
+    upright = predict.load_image(image_path)
+    reference = model.predict_box(upright, face.box_xywh)
+
+    # Stored rotated 90 degrees clockwise, with EXIF orientation 8 ("rotate 270 to view").
+    stored = Image.fromarray(cv2.cvtColor(np.rot90(upright, k=-1).copy(), cv2.COLOR_BGR2RGB))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    rotated_path = tmp_path / "rotated.jpg"
+    stored.save(rotated_path, exif=exif, quality=98)
+    loaded = predict.load_image(rotated_path)
+    assert loaded.shape == upright.shape
+    assert np.abs(model.predict_box(loaded, face.box_xywh) - reference).mean() < 1.0
+
+    grey = cv2.cvtColor(upright, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(tmp_path / "grey.png"), grey)
+    cv2.imwrite(str(tmp_path / "deep.png"), grey.astype(np.uint16) * 257)
+    rgba = cv2.cvtColor(upright, cv2.COLOR_BGR2BGRA)
+    cv2.imwrite(str(tmp_path / "alpha.png"), rgba)
+    for name in ("grey.png", "deep.png", "alpha.png"):
+        points = model.predict_box(predict.load_image(tmp_path / name), face.box_xywh)
+        assert np.abs(points - reference).mean() < 0.5, name
+
+
+def test_huge_images_are_refused_before_decoding(tmp_path):
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.zeros((3000, 3000), np.uint8))
+    with pytest.raises(predict.InputError, match="big.png: image too large"):
+        predict.load_image(big, max_pixels=5_000_000)
+
+
+def test_landmarks_map_back_through_the_crop_exactly(lfpw_face):
+    """predict_box inverts the same affine map that framed the crop."""
+    image_path, face = lfpw_face
+    model = predict.LandmarkModel(INT8_MODEL)
+    image = predict.load_image(image_path)
+    crop, matrix = geometry.frame_face(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), face.box_xywh,
+                                       model.image_dim, model.crop_margin, model.crop_shift_y)
+    in_crop = model.run(geometry.gray_to_input(crop))
+    in_photo = model.predict_box(image, face.box_xywh)
+    assert np.allclose(geometry.transform_points(in_photo, matrix), in_crop, atol=1e-6)
+
+
+def test_one_euro_filter_smooths_jitter_and_follows_motion():
+    rng = np.random.default_rng(0)
+    still = np.full((200, 68, 2), 100.0) + rng.normal(0, 1.5, size=(200, 68, 2))
+    smoother = predict.OneEuroFilter()
+    out = np.array([smoother(frame, t / 30) for t, frame in enumerate(still)])
+    assert out[50:].std() < 0.5 * still[50:].std()
+    # A jump of 50 px is followed within a few frames.
+    smoother = predict.OneEuroFilter()
+    for t in range(30):
+        smoother(np.full((68, 2), 100.0), t / 30)
+    for t in range(30, 40):
+        moved = smoother(np.full((68, 2), 150.0), t / 30)
+    assert np.abs(moved - 150).max() < 5
+
+
+def test_video_is_processed_with_fps_reported(pi_python, lfpw_face, tmp_path):
+    image_path, _ = lfpw_face
+    frame = cv2.imread(str(image_path))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10,
+                             (frame.shape[1], frame.shape[0]))
+    for shift in range(8):
+        writer.write(np.roll(frame, shift, axis=1))
+    writer.release()
+    result = run_predict(pi_python, "--video", video, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "8 frames" in result.stdout and "frames/s" in result.stdout
+    assert (tmp_path / "out" / "clip_landmarks.mp4").stat().st_size > 0
