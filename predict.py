@@ -15,6 +15,7 @@ the model could not be used.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -47,31 +48,35 @@ class InputError(ValueError):
 # ---------------------------------------------------------------------------------------
 
 def load_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """A photo as 8-bit BGR, turned upright by its EXIF orientation (as a viewer shows it).
-
-    Grey, RGBA and 16-bit files are converted; anything else gets an InputError naming it.
+    """A photo file as 8-bit BGR, turned upright by its EXIF orientation (as a viewer shows
+    it). Grey, RGBA and 16-bit files are converted; anything else gets an InputError naming it.
     """
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror})") from None
-    if data.size == 0:
-        raise InputError(f"{path}: empty file")
+    return decode_image(data, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes (a file's or an upload's) as 8-bit BGR; see load_image."""
+    if not data:
+        raise InputError(f"{name}: empty file")
     try:  # the header alone: refuse huge images before decoding them
-        with Image.open(path) as probe:
+        with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, ValueError):
         width = height = 0  # let OpenCV have its say below
     if width * height > max_pixels:
-        raise InputError(f"{path}: image too large ({width}x{height} pixels; the limit is "
+        raise InputError(f"{name}: image too large ({width}x{height} pixels; the limit is "
                          f"{max_pixels / 1e6:.0f} MP)")
     # IMREAD_COLOR: 3-channel 8-bit BGR from grey/RGBA/16-bit, EXIF orientation applied.
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise InputError(f"{path}: not an image OpenCV can read (corrupt or unsupported format)")
+        raise InputError(f"{name}: not an image OpenCV can read (corrupt or unsupported format)")
     return image
 
 
