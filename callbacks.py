@@ -37,8 +37,10 @@ class BestCheckpoint(keras.callbacks.Callback):
     """Saves ``best_model.weights.h5`` and ``best_model_full.h5`` whenever the monitored
     validation figure improves; the best value so far survives a resume."""
 
-    def __init__(self, directory, monitor: str = "val_nme", enabled: bool = True):
+    def __init__(self, directory, monitor: str = "val_nme", enabled: bool = True,
+                 resume: bool = False):
         super().__init__()
+        self.resume = resume
         self.directory = Path(directory)
         self.monitor = monitor
         self.enabled = enabled
@@ -46,7 +48,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best = math.inf
 
     def on_train_begin(self, logs=None):
-        if self.state_path.exists():
+        if self.resume and self.state_path.exists():
             self.best = json.loads(self.state_path.read_text())["best"]
 
     def on_epoch_end(self, epoch, logs=None):
@@ -61,7 +63,33 @@ class BestCheckpoint(keras.callbacks.Callback):
                 save_full_model(self.model, self.directory / BEST_FULL)
                 atomic_save(self.state_path, lambda p: Path(p).write_text(
                     json.dumps({"best": self.best, "epoch": epoch + 1, "monitor": self.monitor})))
-            print(f"\nepoch {epoch + 1}: {self.monitor} improved to {value:.5f}, saved {BEST_FULL}")
+                print(f"\nepoch {epoch + 1}: {self.monitor} improved to {value:.5f}, saved {BEST_FULL}")
+
+
+class KeepReplicasInStep(keras.callbacks.Callback):
+    """Keeps every replica's copy of the model identical where Keras does not (a no-op on
+    one device):
+
+    - at the start, every worker takes the chief's weights and optimizer state, which the
+      chief's BackupAndRestore (earlier in the list) has just restored; only the chief
+      keeps a backup, so workers resume in step even without a shared disk;
+    - before each validation, BatchNormalization's moving statistics, which each replica
+      updates from its own batches, are averaged over the replicas, so the model that is
+      validated is the one that is saved, and every worker ends with the same weights.
+    """
+
+    def on_train_begin(self, logs=None):
+        import distribute
+
+        distribute.copy_chief_state(self.model.distribute_strategy,
+                                    self.model.weights + self.model.optimizer.variables)
+
+    def on_test_begin(self, logs=None):
+        import distribute
+
+        distribute.average_over_replicas(
+            self.model.distribute_strategy,
+            [w for w in self.model.non_trainable_weights if "float" in str(w.dtype)])
 
 
 class PlotHistory(keras.callbacks.Callback):
@@ -102,3 +130,30 @@ def plot_history(csv_path, png_path) -> None:
     fig.tight_layout()
     atomic_save(Path(png_path), lambda p: fig.savefig(p, dpi=100, format="png"))
     plt.close(fig)
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, corrected for an integer ``save_freq`` (Keras 3.15):
+
+    - Keras backs up only every ``save_freq`` batches, never at an epoch boundary, so a run
+      stopped after an epoch had ended restarted that finished epoch (training it twice and
+      writing its history.csv row twice): here a backup is also taken as each epoch begins,
+      once every callback is done with the previous one;
+    - after a restore Keras counts epochs from 0 again until the first epoch ends, so a
+      backup taken early in the resumed epoch said "epoch 0" and a second interruption
+      restarted the whole run: here the epoch number comes from ``fit`` itself.
+    """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._epoch_ended = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+        if self._epoch_ended and self.save_freq != "epoch":
+            self._save_model()
+            self._batches_seen_since_last_saving = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self._epoch_ended = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 NUM_LANDMARKS = 68
@@ -56,6 +56,13 @@ class Config:
     lr_schedule: str = "constant"  # "constant" (seed) or "cosine"
     steps_per_epoch: int = 0  # 0: one pass over the training set
     seed: int = 42
+    # --- devices (distribute.py) --------------------------------------------------------
+    # "default": one device; "mirrored": every GPU of this machine; "multiworker": the
+    # machines listed in TF_CONFIG. batch_size is per replica: a step trains on
+    # batch_size * replicas images. lr is used as given, not scaled with the replicas.
+    strategy: str = "default"
+    mixed_precision: bool = False  # float16 compute, float32 variables, output and loss
+    jit: bool = False  # compile the train step with XLA (a single replica only)
     # --- output -------------------------------------------------------------------------
     checkpoint_dir: str = "./checkpoints"
     download: bool = True  # fetch the dlib archive with kagglehub when data_dir is empty

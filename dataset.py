@@ -69,7 +69,8 @@ def parse_dlib_xml(xml_path, subset: str = "") -> list[Face]:
         file_attr = image_el.get("file")
         if not file_attr:
             raise DataError(f"{xml_path}: an <image> has no 'file' attribute")
-        image_path = str((xml_path.parent / file_attr).resolve())
+        # abspath, not resolve(): symlinked folders must keep their place under the data dir.
+        image_path = os.path.abspath(xml_path.parent / file_attr)
         for box_index, box_el in enumerate(image_el.findall("box")):
             where = f"{xml_path}: image '{file_attr}' box {box_index}"
             if box_el.get("ignore", "0") == "1":
@@ -86,6 +87,8 @@ def parse_dlib_xml(xml_path, subset: str = "") -> list[Face]:
             for part in parts:
                 try:
                     index = int(part.get("name"))
+                    if not 0 <= index < NUM_LANDMARKS:  # "-1" would index from the end
+                        raise IndexError(index)
                     landmarks[index] = (float(part.get("x")), float(part.get("y")))
                 except (TypeError, ValueError, IndexError):
                     raise DataError(f"{where}: bad <part> {ET.tostring(part).decode().strip()}") from None
@@ -134,7 +137,7 @@ def scan_pts_folder(root, subset_of=None) -> list[Face]:
         landmarks = parse_pts(pts_path)
         relative = image_path.relative_to(root).as_posix()
         subset = subset_of(relative) if subset_of else "all"
-        faces.append(Face(str(image_path.resolve()), geometry.box_from_landmarks(landmarks),
+        faces.append(Face(os.path.abspath(image_path), geometry.box_from_landmarks(landmarks),
                           landmarks, subset or "", str(pts_path)))
     return faces
 
@@ -179,8 +182,9 @@ def load_faces(data_dir, split: str = "train", split_mode: str = "standard") -> 
         raise ValueError(f"split must be one of {sorted(wanted)}, not {split!r}")
     if xml_files:
         faces = [f for xml in xml_files for f in parse_dlib_xml(xml)]
-        faces = [replace(f, subset=standard_subset(Path(f.image_path).relative_to(
-            data_dir.resolve()).as_posix()) or "") for f in faces]
+        root = os.path.abspath(data_dir)
+        faces = [replace(f, subset=standard_subset(os.path.relpath(f.image_path, root)) or "")
+                 for f in faces]
     else:
         faces = scan_pts_folder(data_dir, standard_subset)
         if not faces:
@@ -392,12 +396,15 @@ class LandmarkDataset:
         return image, geometry.px_to_norm(landmarks_px, self.config.image_dim).reshape(-1)
 
     def tf_dataset(self, batch_size: int | None = None, repeat: bool = False,
-                   drop_remainder: bool = False, first_epoch: int = 0):
+                   drop_remainder: bool = False, first_epoch: int = 0,
+                   shard: tuple[int, int] = (1, 0)):
         """Batched, prefetched tf.data pipeline; decoding is done, the warp runs in parallel.
 
         For training use ``repeat=True`` (an endless stream, one fresh permutation and
         augmentation per epoch) with ``steps_per_epoch`` in ``fit``; ``first_epoch`` lets a
         resumed run continue the sequence of epochs instead of replaying epoch 0.
+        ``shard=(count, index)`` keeps every count-th face of that stream from ``index`` on:
+        one worker's share in multi-worker training, picked before any image is warped.
         """
         import tensorflow as tf
 
@@ -432,6 +439,9 @@ class LandmarkDataset:
             ds = tf.data.Dataset.range(count).map(lambda i: (i, tf.constant(0, tf.int64)))
             if repeat:
                 ds = ds.repeat()
+        num_shards, shard_index = shard
+        if num_shards > 1:
+            ds = ds.shard(num_shards, shard_index)
         ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         return ds.prefetch(tf.data.AUTOTUNE)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -110,9 +111,12 @@ class KerasLandmarks:
             self.framing = {k: config[k] for k in ("image_dim", "crop_margin", "crop_shift_y")}
         else:
             raise ValueError(f"{path}: no framing.json or config.json beside it (train.py writes both)")
-        if path.name.endswith(".weights.h5"):
+        # Rebuilt in float32 when the checkpoint holds weights only, or was trained with
+        # mixed precision (its saved layers would compute in float16).
+        if path.name.endswith(".weights.h5") or config.get("mixed_precision"):
             if "arch" not in config:
                 raise ValueError(f"{config_file}: needed to rebuild the network of {path.name}")
+            keras.mixed_precision.set_global_policy("float32")
             self.model = build_network(config["arch"], int(self.framing["image_dim"]))
             self.model.load_weights(str(path))
         else:
@@ -164,13 +168,10 @@ def evaluation_faces(data_dir, split: str = "test") -> list:
         faces = dataset.scan_pts_folder(data_dir)
         if not faces:
             raise FileNotFoundError(f"{xml_path}: not found, and {data_dir} holds no .pts files")
-    root = data_dir.resolve()
+    root = os.path.abspath(data_dir)
     tagged = []
     for face in faces:
-        try:
-            relative = Path(face.image_path).relative_to(root).as_posix()
-        except ValueError:
-            relative = face.image_path
+        relative = Path(os.path.relpath(face.image_path, root)).as_posix()
         subset = dataset.standard_subset(relative)
         if subset in (None, "train"):
             subset = split

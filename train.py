@@ -3,6 +3,8 @@
     python train.py                       # the seed's defaults: Xception-like net, MSE, 30 epochs
     python train.py --arch mobile --loss wing --epochs 60
     python train.py --help                # every setting of config.py
+    python train.py --strategy mirrored --mixed-precision   # every GPU of this machine
+    TF_CONFIG=... python train.py --strategy multiworker     # on each machine; docs/distributed.md
 
 A run that is killed resumes where it stopped when started again with the same
 ``--checkpoint-dir`` (Keras' BackupAndRestore); the best and final checkpoints are always
@@ -20,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import distribute
 from config import Config, framing_of
 
 HELP = {
@@ -41,15 +44,23 @@ HELP = {
     "saturation": "saturation jitter strength (no effect on grey input)",
     "arch": "network: xception (the seed's) or mobile (Raspberry Pi)",
     "loss": "training loss: mse (seed), l1 or wing",
-    "batch_size": "images per training step", "epochs": "number of epochs",
-    "lr": "Adam learning rate", "lr_schedule": "constant or cosine (decay to 1%% by the last epoch)",
+    "batch_size": "images per training step on each replica (GPU): a step trains on "
+                  "batch-size x replicas images", "epochs": "number of epochs",
+    "lr": "Adam learning rate, used as given whatever the number of replicas (not scaled)",
+    "lr_schedule": "constant or cosine (decay to 1%% by the last epoch)",
     "steps_per_epoch": "cap an epoch at this many steps (0: one pass over the training set)",
     "seed": "random seed (data split, shuffling, augmentation, initial weights)",
     "checkpoint_dir": "where checkpoints, logs, history and plots are written",
     "download": "download the dataset with kagglehub when --data-dir holds none",
+    "strategy": "default: one device; mirrored: every GPU of this machine; multiworker: the "
+                "machines in TF_CONFIG (only the chief writes files)",
+    "mixed_precision": "float16 compute with float32 variables, output and loss (GPU)",
+    "jit": "compile the training step with XLA (one replica only: Keras cannot compile a "
+           "step spread over several devices)",
 }
 CHOICES = {"split": ["standard", "xml"], "arch": ["xception", "mobile"],
-           "loss": ["mse", "l1", "wing"], "lr_schedule": ["constant", "cosine"]}
+           "loss": ["mse", "l1", "wing"], "lr_schedule": ["constant", "cosine"],
+           "strategy": list(distribute.STRATEGIES)}
 
 
 def parse_args(argv=None) -> Config:
@@ -99,66 +110,111 @@ def resume_epoch(backup_dir: Path) -> int:
 
 
 def train(config: Config, strategy=None) -> dict:
+    """Train as ``config`` says; returns a summary of the run, with the trained ``model``.
+
+    ``strategy`` defaults to ``config.strategy``'s (distribute.py). Under several workers
+    every one of them calls this; only the chief writes to ``config.checkpoint_dir``.
+    """
+    # First: the multi-worker runtime has to be set up before TensorFlow starts.
+    strategy = strategy or distribute.make_strategy(config.strategy)
     import keras
-    import tensorflow as tf
 
     import callbacks
     import losses
     from model import build_network
 
+    chief = distribute.is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
+    check_speed_flags(config, strategy)
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     keras.utils.set_random_seed(config.seed)
     checkpoint_dir = Path(config.checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / "config.json").write_text(config.to_json())
-    (checkpoint_dir / "framing.json").write_text(json.dumps(framing_of(config), indent=2))
+    if chief:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / "config.json").write_text(config.to_json())
+        (checkpoint_dir / "framing.json").write_text(json.dumps(framing_of(config), indent=2))
 
     train_data, val_data = prepare_data(config)
-    steps = config.steps_per_epoch or math.ceil(len(train_data) / config.batch_size)
+    global_batch = config.batch_size * replicas
+    steps = config.steps_per_epoch or math.ceil(len(train_data) / global_batch)
+    logging.info("%s: %d images per step (%d per replica), %d steps per epoch",
+                 distribute.describe(strategy), global_batch, config.batch_size, steps)
     backup_dir = checkpoint_dir / "backup"
-    first_epoch = resume_epoch(backup_dir)
-    if first_epoch:
-        logging.info("resuming from the backup in %s at epoch %d", backup_dir, first_epoch + 1)
+    resuming = (backup_dir / "training_metadata.json").exists()
+    first_epoch = distribute.chief_value(strategy, resume_epoch(backup_dir) if chief else 0)
+    if first_epoch or resuming:
+        logging.info("resuming at epoch %d from the backup in %s", first_epoch + 1,
+                     backup_dir if chief else "the chief's checkpoint directory")
 
-    strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = build_network(config.arch, config.image_dim)
         model.compile(optimizer=keras.optimizers.Adam(config.lr),
                       loss=losses.make_loss(config.loss, config.image_dim),
-                      metrics=[losses.nme])
+                      metrics=[losses.nme],
+                      # Without --jit, Keras' own choice ("auto": XLA on one GPU) stands,
+                      # except over several replicas, where XLA cannot compile the step.
+                      jit_compile=True if config.jit else ("auto" if replicas == 1 else False))
     logging.info("%s: %d parameters", model.name, model.count_params())
 
     history_csv = checkpoint_dir / "history.csv"
+    # A fresh run in an old folder starts a new best; a resumed one keeps its own.
+    best = callbacks.BestCheckpoint(checkpoint_dir, enabled=chief, resume=resuming)
     fit_callbacks = [
-        # Saves weights, optimizer-free, every 50 steps and each epoch; restores on restart.
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq=min(50, steps),
-                                         double_checkpoint=True),
-        callbacks.BestCheckpoint(checkpoint_dir),
-        keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
-        keras.callbacks.TensorBoard(log_dir=str(checkpoint_dir / "logs"), write_graph=False),
-        callbacks.PlotHistory(history_csv, checkpoint_dir / "history.png"),
-    ]
+        # Saves weights every 50 steps and each epoch; restores them on restart.
+        callbacks.BackupAndRestore(str(backup_dir), save_freq=min(50, steps),
+                                   double_checkpoint=True),
+    ] if chief else []
+    fit_callbacks += [callbacks.KeepReplicasInStep(), best]
+    if chief:
+        fit_callbacks += [
+            keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
+            keras.callbacks.TensorBoard(log_dir=str(checkpoint_dir / "logs"), write_graph=False),
+            callbacks.PlotHistory(history_csv, checkpoint_dir / "history.png"),
+        ]
     if config.lr_schedule == "cosine":
         fit_callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch: config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs)))))
 
+    # Each worker reads and warps only its own share of the training faces. Validation
+    # batches are split over the replicas, and Keras sums the metrics' totals and counts
+    # over them: val_nme is the mean over the validation faces, each counted once.
+    train_stream = distribute.distribute_dataset(strategy, lambda num_shards, index: (
+        train_data.tf_dataset(config.batch_size, repeat=True, first_epoch=first_epoch,
+                              shard=(num_shards, index))))
+    val_stream = distribute.split_each_batch(val_data.tf_dataset(global_batch))
     started = time.time()
-    history = model.fit(
-        train_data.tf_dataset(config.batch_size, repeat=True, first_epoch=first_epoch),
-        steps_per_epoch=steps, epochs=config.epochs,
-        validation_data=val_data.tf_dataset(config.batch_size),
-        callbacks=fit_callbacks, verbose=2)
-    callbacks.save_full_model(model, checkpoint_dir / callbacks.FINAL_FULL)
+    # The chief's BackupAndRestore sets the epoch it resumes at; the others take the chief's.
+    history = model.fit(train_stream, steps_per_epoch=steps, epochs=config.epochs,
+                        initial_epoch=0 if chief else first_epoch, validation_data=val_stream,
+                        callbacks=fit_callbacks, verbose=2)
+    if chief:
+        callbacks.save_full_model(model, checkpoint_dir / callbacks.FINAL_FULL)
     summary = {
         "epochs_run": len(history.history.get("loss", [])),
-        "best_val_nme": fit_callbacks[1].best,
+        "best_val_nme": best.best,
         "wall_seconds": round(time.time() - started, 1),
         "train_faces": len(train_data), "val_faces": len(val_data),
+        "replicas": replicas, "global_batch_size": global_batch,
         "skipped": train_data.report.skipped + val_data.report.skipped,
     }
     logging.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "skipped"}))
     if summary["skipped"]:
         logging.warning("%d faces were skipped; see the warnings above", len(summary["skipped"]))
-    return summary
+    return {**summary, "model": model}
+
+
+def check_speed_flags(config: Config, strategy) -> None:
+    """Refuse --jit where Keras cannot compile the step; warn about float16 on a CPU."""
+    import tensorflow as tf
+
+    if config.jit and strategy.num_replicas_in_sync > 1:
+        raise distribute.StrategyError(
+            f"--jit needs a single replica, not {strategy.num_replicas_in_sync}: Keras would "
+            "compile the step of every device into one XLA program, which cannot reach the "
+            "variables of the other devices")
+    if config.mixed_precision and not tf.config.list_logical_devices("GPU"):
+        logging.warning("--mixed-precision without a GPU: float16 runs, but slower than "
+                        "float32 on a CPU")
 
 
 def main(argv=None) -> int:
@@ -168,7 +224,7 @@ def main(argv=None) -> int:
 
     try:
         train(config)
-    except dataset.DataError as err:
+    except (dataset.DataError, distribute.StrategyError) as err:
         logging.error("%s", err)
         return 2
     return 0

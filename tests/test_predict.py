@@ -4,10 +4,7 @@ inputs among good ones."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,37 +15,12 @@ import geometry
 import predict
 from conftest import REPO_DIR
 
-PI_ENV = "LANDMARKS_PI_PYTHON"
 INT8_MODEL = REPO_DIR / "models" / "landmarks_int8.tflite"
-
-
-@pytest.fixture(scope="session")
-def pi_python() -> str:
-    """The interpreter of a virtual environment made from requirements-pi.txt alone."""
-    python = os.environ.get(PI_ENV)
-    if not python:
-        message = (f"set {PI_ENV} to the python of a venv made with "
-                   "'pip install -r requirements-pi.txt' (.ci/run makes one)")
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True, text=True)
-    assert probe.returncode != 0, f"{python} has TensorFlow installed; the Pi environment must not"
-    return python
 
 
 def run_predict(python, *args, cwd=REPO_DIR):
     return subprocess.run([python, str(REPO_DIR / "predict.py"), *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def lfpw_face(subset_dir):
-    """(image path, Face) of an LFPW test face with its annotation."""
-    import dataset
-
-    faces = dataset.parse_dlib_xml(subset_dir / "labels_ibug_300W_test.xml")
-    return Path(faces[0].image_path), faces[0]
 
 
 def nme_of(points, face) -> float:

@@ -1,0 +1,326 @@
+"""train.py end to end on real faces: what a run leaves behind, that the saved models are
+the trained ones, that the input pipelines are reproducible, and that a killed run resumes.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import callbacks
+import dataset
+from config import Config, framing_of
+from conftest import REPO_DIR, TEST_XML
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_full(path: Path):
+    import losses
+
+    return keras.saving.load_model(str(path), custom_objects=losses.CUSTOM_OBJECTS)
+
+
+def predict(model, images: np.ndarray) -> np.ndarray:
+    return np.asarray(model(images, training=False))
+
+
+@pytest.fixture(scope="module")
+def face_batch(subset_dir):
+    """Eight evaluation crops of real test faces: the input the saved models are judged on."""
+    faces = dataset.parse_dlib_xml(subset_dir / TEST_XML)[:8]
+    data = dataset.LandmarkDataset(faces, Config(), training=False)
+    return np.stack([data.sample(i)[0] for i in range(len(data))])
+
+
+# ---------------------------------------------------------------------------------------
+# (a) A short real run and what it leaves behind
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_run(subset_dir, face_batch, tmp_path_factory):
+    """train.train() for 2 epochs x 3 steps on the real training faces, recording what the
+    model predicted on ``face_batch`` at the moment each full model was saved."""
+    import train
+
+    checkpoint_dir = tmp_path_factory.mktemp("short_run")
+    config = train.parse_args([
+        "--data-dir", str(subset_dir), "--arch", "mobile", "--epochs", "2",
+        "--steps-per-epoch", "3", "--batch-size", "8", "--val-fraction", "0.02",
+        "--checkpoint-dir", str(checkpoint_dir), "--no-download"])
+    predicted_at_save = {}
+    original_save = callbacks.save_full_model
+
+    def recording_save(model, path):
+        predicted_at_save[Path(path).name] = predict(model, face_batch)
+        original_save(model, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(callbacks, "save_full_model", recording_save)
+        summary = train.train(config)
+    return config, checkpoint_dir, summary, predicted_at_save
+
+
+@pytest.mark.slow
+def test_short_run_writes_every_artefact(short_run):
+    config, checkpoint_dir, summary, _ = short_run
+    for name in ("best_model.weights.h5", "best_model_full.h5", "final_model.h5", "history.csv",
+                 "history.png", "config.json", "framing.json", "best_state.json"):
+        assert (checkpoint_dir / name).is_file(), f"{name} missing"
+        assert (checkpoint_dir / name).stat().st_size > 0
+    assert (checkpoint_dir / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (checkpoint_dir / "backup").exists()  # a finished run leaves no backup
+    assert not list(checkpoint_dir.glob(".tmp-*"))  # nor half-written files
+    assert summary["epochs_run"] == 2
+    assert summary["train_faces"] + summary["val_faces"] == 2012
+    assert 0 < summary["val_faces"] < 60 and summary["skipped"] == []
+
+
+@pytest.mark.slow
+def test_short_run_history_has_one_row_per_epoch(short_run):
+    _, checkpoint_dir, summary, _ = short_run
+    rows = read_history(checkpoint_dir / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    for row in rows:
+        for key in ("loss", "nme", "val_loss", "val_nme"):
+            assert np.isfinite(float(row[key])), key
+    best = json.loads((checkpoint_dir / "best_state.json").read_text())
+    assert best["best"] == pytest.approx(min(float(r["val_nme"]) for r in rows), rel=1e-5)
+    assert best["best"] == pytest.approx(summary["best_val_nme"])
+
+
+@pytest.mark.slow
+def test_short_run_records_its_config_and_framing(short_run):
+    config, checkpoint_dir, _, _ = short_run
+    assert Config.from_json_file(checkpoint_dir / "config.json") == config
+    assert json.loads((checkpoint_dir / "framing.json").read_text()) == framing_of(config)
+
+
+@pytest.mark.slow
+def test_saved_full_models_reload_and_predict_as_the_model_that_saved_them(short_run, face_batch):
+    _, checkpoint_dir, _, predicted_at_save = short_run
+    for name in (callbacks.FINAL_FULL, callbacks.BEST_FULL):
+        reloaded = load_full(checkpoint_dir / name)
+        np.testing.assert_allclose(predict(reloaded, face_batch), predicted_at_save[name],
+                                   atol=1e-6, err_msg=name)
+
+
+@pytest.mark.slow
+def test_best_weights_file_matches_the_best_full_model(short_run, face_batch):
+    from model import build_network
+
+    config, checkpoint_dir, _, predicted_at_save = short_run
+    network = build_network(config.arch, config.image_dim)
+    network.load_weights(str(checkpoint_dir / callbacks.BEST_WEIGHTS))
+    np.testing.assert_allclose(predict(network, face_batch), predicted_at_save[callbacks.BEST_FULL],
+                               atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# (b) Reproducible input pipelines
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def some_faces(subset_dir):
+    return dataset.parse_dlib_xml(subset_dir / TEST_XML)[:36]
+
+
+def as_arrays(tf_dataset, batches=None):
+    stream = tf_dataset.take(batches) if batches else tf_dataset
+    pairs = [(np.asarray(x), np.asarray(y)) for x, y in stream]
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+
+def test_validation_pipeline_is_the_same_every_pass_and_every_build(some_faces):
+    config = Config(batch_size=8)
+    data = dataset.LandmarkDataset(some_faces, config, training=False)
+    first, second = as_arrays(data.tf_dataset()), as_arrays(data.tf_dataset())
+    rebuilt = as_arrays(dataset.LandmarkDataset(some_faces, config, training=False).tf_dataset())
+    for run in (second, rebuilt):
+        np.testing.assert_array_equal(first[0], run[0])
+        np.testing.assert_array_equal(first[1], run[1])
+    images, landmarks = first
+    assert images.shape == (36, 128, 128, 1) and images.dtype == np.float32
+    assert landmarks.shape == (36, 136) and landmarks.dtype == np.float32
+    # In order: face i is sample i.
+    np.testing.assert_array_equal(landmarks[5], data.sample(5)[1])
+    assert images.min() >= -1 and images.max() <= 1
+
+
+def test_training_pipeline_is_reproducible_for_a_seed_and_fresh_each_epoch(some_faces):
+    config = Config(batch_size=6, seed=3)
+    per_epoch = len(some_faces) // config.batch_size
+    build = lambda seed: dataset.LandmarkDataset(some_faces, config, training=True, seed=seed)  # noqa: E731
+    run = as_arrays(build(3).tf_dataset(repeat=True), 2 * per_epoch)
+    again = as_arrays(build(3).tf_dataset(repeat=True), 2 * per_epoch)
+    np.testing.assert_array_equal(run[0], again[0])
+    np.testing.assert_array_equal(run[1], again[1])
+    epoch0, epoch1 = run[1][:36], run[1][36:]
+    assert not np.allclose(epoch0, epoch1)
+    # A resumed run continues the sequence of epochs instead of replaying epoch 0.
+    resumed = as_arrays(build(3).tf_dataset(repeat=True, first_epoch=1), per_epoch)
+    np.testing.assert_array_equal(resumed[1], epoch1)
+    other_seed = as_arrays(build(4).tf_dataset(repeat=True), per_epoch)
+    assert not np.allclose(other_seed[1], epoch0)
+
+
+def test_each_training_epoch_visits_every_face_once(some_faces):
+    """With augmentation switched off, an epoch is a permutation of the evaluation samples."""
+    still = Config(batch_size=6, rotation_deg=0, box_scale_jitter=0, box_shift_jitter=0,
+                   flip_prob=0, brightness=0, contrast=0, saturation=0)
+    evaluation = as_arrays(dataset.LandmarkDataset(some_faces, still, training=False).tf_dataset())[1]
+    training = as_arrays(dataset.LandmarkDataset(some_faces, still, training=True)
+                         .tf_dataset(repeat=True), 2 * 6)[1]
+    key = lambda rows: sorted(map(tuple, np.round(rows, 5)))  # noqa: E731
+    for epoch in (training[:36], training[36:]):
+        assert key(epoch) == key(evaluation)
+    assert not np.array_equal(training[:36], evaluation)  # shuffled
+
+
+# ---------------------------------------------------------------------------------------
+# (c) Interrupted runs resume
+# ---------------------------------------------------------------------------------------
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops fit() like a kill would, at (epoch, batch) or at the start of an epoch."""
+
+    def __init__(self, epoch, batch=None):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+        if epoch == self.epoch and self.batch is None:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.batch:
+            raise KeyboardInterrupt
+
+
+def tiny_fit(backup_dir, epochs, save_freq, stop=None):
+    """Fits a one-layer model, 10 steps an epoch, with train.py's backup callback; returns
+    the epochs run, or the epoch recorded in the backup when ``stop`` interrupts it."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup = callbacks.BackupAndRestore(str(backup_dir), save_freq=save_freq, double_checkpoint=True)
+    x, y = np.ones((40, 4), np.float32), np.zeros((40, 1), np.float32)
+    try:
+        history = model.fit(x, y, batch_size=4, epochs=epochs, verbose=0,
+                            callbacks=[backup] + ([stop] if stop else []))
+    except KeyboardInterrupt:
+        return json.loads((Path(backup_dir) / "training_metadata.json").read_text())["epoch"]
+    return len(history.history["loss"])
+
+
+@pytest.mark.parametrize("save_freq", [3, 10, 25])
+def test_backup_records_the_epoch_a_restart_must_resume_at(tmp_path, save_freq):
+    """The backup says which epoch a restarted run begins with: the interrupted one, never
+    one already finished (it would be trained, and logged, twice) nor epoch 0 again."""
+    backup = tmp_path / "backup"
+    # Killed in the middle of epoch 2 (epochs 0 and 1 done): resume at 2.
+    assert tiny_fit(backup, 5, save_freq, Interrupt(2, 5)) == 2
+    # Killed again inside the resumed epoch 2, even before its first periodic backup.
+    assert tiny_fit(backup, 5, save_freq, Interrupt(2, 1)) == 2
+    # Killed between epochs 2 and 3: epoch 2 is done, resume at 3.
+    assert tiny_fit(backup, 5, save_freq, Interrupt(3)) == 3
+    # The rest of the run: epochs 3 and 4 only; the finished run removes its backup.
+    assert tiny_fit(backup, 5, save_freq) == 2
+    assert not backup.exists()
+
+
+def write_labels_xml(faces, path: Path) -> Path:
+    """A dlib XML listing real faces by absolute path (the photos stay where they are)."""
+    images = {}
+    for face in faces:
+        images.setdefault(face.image_path, []).append(face)
+    body = []
+    for image_path, image_faces in images.items():
+        body.append(f"  <image file='{image_path}'>")
+        for face in image_faces:
+            left, top, width, height = (int(v) for v in face.box_xywh)
+            body.append(f"    <box top='{top}' left='{left}' width='{width}' height='{height}'>")
+            body += [f"      <part name='{i:02d}' x='{x:g}' y='{y:g}'/>"
+                     for i, (x, y) in enumerate(face.landmarks_px)]
+            body.append("    </box>")
+        body.append("  </image>")
+    path.write_text("<dataset>\n<images>\n" + "\n".join(body) + "\n</images>\n</dataset>\n")
+    return path
+
+
+def train_command(data_dir, checkpoint_dir):
+    return [sys.executable, "train.py", "--data-dir", str(data_dir), "--split", "xml",
+            "--arch", "mobile", "--epochs", "3", "--steps-per-epoch", "60", "--batch-size", "4",
+            "--val-fraction", "0.1", "--checkpoint-dir", str(checkpoint_dir), "--no-download"]
+
+
+def backup_epoch(backup_dir: Path):
+    try:
+        return json.loads((backup_dir / "training_metadata.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):  # not there yet, or being written
+        return None
+
+
+@pytest.mark.slow
+def test_killed_run_keeps_its_best_checkpoint_and_resumes_to_the_end(train_faces, face_batch, tmp_path):
+    # 300 real faces, so that each of the two processes starts in seconds.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_labels_xml(train_faces[:300], data_dir / "labels_ibug_300W_train.xml")
+    checkpoint_dir = tmp_path / "run"
+    command = train_command(data_dir, checkpoint_dir)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    first_log = tmp_path / "first.log"
+    with open(first_log, "w") as log:
+        process = subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        # Wait for epoch 1 to be under way: epoch 0 finished, best model saved, backed up.
+        while not ((checkpoint_dir / callbacks.BEST_FULL).exists()
+                   and (backup_epoch(checkpoint_dir / "backup") or 0) >= 1):
+            assert process.poll() is None, f"train.py ended early:\n{first_log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no backup in time:\n{first_log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (checkpoint_dir / callbacks.FINAL_FULL).exists()
+
+    # What a killed run leaves is usable as it is.
+    from model import build_network
+
+    best_full = predict(load_full(checkpoint_dir / callbacks.BEST_FULL), face_batch)
+    network = build_network("mobile", 128)
+    network.load_weights(str(checkpoint_dir / callbacks.BEST_WEIGHTS))
+    np.testing.assert_allclose(predict(network, face_batch), best_full, atol=1e-6)
+    assert [int(r["epoch"]) for r in read_history(checkpoint_dir / "history.csv")] == [0]
+
+    # The same command again picks up from the backup and finishes the run.
+    second = subprocess.run(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "resuming" in second.stdout, second.stdout[-3000:]
+    assert (checkpoint_dir / callbacks.FINAL_FULL).is_file()
+    load_full(checkpoint_dir / callbacks.FINAL_FULL)
+    assert [int(r["epoch"]) for r in read_history(checkpoint_dir / "history.csv")] == [0, 1, 2]
+    assert not (checkpoint_dir / "backup").exists()
