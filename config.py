@@ -66,6 +66,7 @@ class Config:
     # --- output -------------------------------------------------------------------------
     checkpoint_dir: str = "./checkpoints"
     download: bool = True  # fetch the dlib archive with kagglehub when data_dir is empty
+    init_weights: str = ""  # start from these weights (.weights.h5 or full .h5): fine-tuning
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -52,6 +52,8 @@ HELP = {
     "seed": "random seed (data split, shuffling, augmentation, initial weights)",
     "checkpoint_dir": "where checkpoints, logs, history and plots are written",
     "download": "download the dataset with kagglehub when --data-dir holds none",
+    "init_weights": "start from the weights of this checkpoint (same --arch) instead of random "
+                    "ones, to fine-tune; a resumed run ignores it",
     "strategy": "default: one device; mirrored: every GPU of this machine; multiworker: the "
                 "machines in TF_CONFIG (only the chief writes files)",
     "mixed_precision": "float16 compute with float32 variables, output and loss (GPU)",
@@ -120,6 +122,7 @@ def train(config: Config, strategy=None) -> dict:
     import keras
 
     import callbacks
+    import dataset
     import losses
     from model import build_network
 
@@ -154,6 +157,13 @@ def train(config: Config, strategy=None) -> dict:
                       # Without --jit, Keras' own choice ("auto": XLA on one GPU) stands,
                       # except over several replicas, where XLA cannot compile the step.
                       jit_compile=True if config.jit else ("auto" if replicas == 1 else False))
+        if config.init_weights and not resuming:
+            try:
+                model.load_weights(config.init_weights)
+            except (OSError, ValueError) as err:
+                raise dataset.DataError(f"{config.init_weights}: cannot load its weights into "
+                                        f"--arch {config.arch} ({err})") from None
+            logging.info("initial weights from %s", config.init_weights)
     logging.info("%s: %d parameters", model.name, model.count_params())
 
     history_csv = checkpoint_dir / "history.csv"

@@ -324,3 +324,42 @@ def test_killed_run_keeps_its_best_checkpoint_and_resumes_to_the_end(train_faces
     load_full(checkpoint_dir / callbacks.FINAL_FULL)
     assert [int(r["epoch"]) for r in read_history(checkpoint_dir / "history.csv")] == [0, 1, 2]
     assert not (checkpoint_dir / "backup").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Fine-tuning from a checkpoint (--init-weights)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_init_weights_starts_from_the_checkpoint(short_run, subset_dir, tmp_path):
+    """With lr 0 nothing trainable moves: the model must hold exactly the checkpoint's weights."""
+    import train
+    from model import build_network
+
+    _, checkpoint_dir, _, _ = short_run
+    source = checkpoint_dir / "best_model.weights.h5"
+    config = train.parse_args([
+        "--data-dir", str(subset_dir), "--arch", "mobile", "--epochs", "1", "--steps-per-epoch", "1",
+        "--batch-size", "4", "--val-fraction", "0.02", "--lr", "0", "--init-weights", str(source),
+        "--checkpoint-dir", str(tmp_path / "tuned"), "--no-download"])
+    tuned = train.train(config)["model"]
+    reference = build_network("mobile", 128)
+    reference.load_weights(str(source))
+    for got, want in zip(tuned.trainable_weights, reference.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=got.path)
+    fresh = build_network("mobile", 128)
+    assert not all(np.array_equal(np.asarray(a), np.asarray(b))
+                   for a, b in zip(fresh.trainable_weights, reference.trainable_weights))
+
+
+def test_init_weights_of_another_architecture_is_refused(short_run, subset_dir, tmp_path, caplog):
+    import train
+
+    _, checkpoint_dir, _, _ = short_run
+    code = train.main([
+        "--data-dir", str(subset_dir), "--arch", "xception", "--epochs", "1", "--steps-per-epoch", "1",
+        "--val-fraction", "0.02", "--init-weights", str(checkpoint_dir / "best_model.weights.h5"),
+        "--checkpoint-dir", str(tmp_path / "bad"), "--no-download"])
+    assert code == 2
+    assert "best_model.weights.h5: cannot load its weights into --arch xception" in caplog.text
