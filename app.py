@@ -86,8 +86,7 @@ class LandmarkService:
         detected = time.perf_counter()
         landmarks = self.model.predict(image, boxes)
         done = time.perf_counter()
-        return {"image": name, "width": image.shape[1], "height": image.shape[0],
-                "faces": predict.faces_json(boxes, landmarks),
+        return {**predict.image_record(name, image, boxes, landmarks),
                 "timing_ms": {"decode": ms(decoded - started), "detect": ms(detected - decoded),
                               "landmarks": ms(done - detected)}}
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import select
 import subprocess
@@ -27,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from benchmark import describe_machine
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_IMAGE = REPO_DIR / "imgs" / "test_image.jpeg"
@@ -68,17 +68,6 @@ def start_server(python: str, model: str | None, workers: int, timeout: float = 
     process.kill()
     process.wait()
     raise RuntimeError(f"app.py did not start within {timeout:.0f} s: {''.join(seen)!r}")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = names[0].strip() if names else cpu
-    except OSError:
-        pass
-    load = " load average %.1f %.1f %.1f," % os.getloadavg() if hasattr(os, "getloadavg") else ""
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}),{load} Python {platform.python_version()}"
 
 
 def main(argv=None) -> int:
@@ -150,7 +139,7 @@ def main(argv=None) -> int:
         "server_p50_ms": round(float(np.percentile(server_ms, 50)), 1) if len(server_ms) else None,
         "throughput_per_s": round(len(results) / wall, 2), "wall_s": round(wall, 1),
         "image": Path(args.image).name, "width": reference["width"], "height": reference["height"],
-        "faces": len(reference["faces"]), "model": health["model"], "machine": machine(),
+        "faces": len(reference["faces"]), "model": health["model"], "machine": describe_machine(),
         "python": args.python,
     }
     print(f"{figures['requests']} requests of {figures['image']} ({figures['width']}x"

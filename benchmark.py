@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -35,16 +36,18 @@ DLIB_MODEL_NAME = "shape_predictor_68_face_landmarks.dat"
 DLIB_CACHE = Path.home() / ".cache" / "landmarks" / DLIB_MODEL_NAME
 
 
-def machine() -> str:
+def describe_machine() -> str:
+    """One line naming this machine for benchmark output: OS, CPU model, cores, load, Python.
+    (bench_app.py and benchmark_pipeline.py print the same.)"""
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = names[0].strip() if names else cpu
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    load = " load average %.1f %.1f %.1f," % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}),{load} "
+            f"Python {platform.python_version()}")
 
 
 def fetch_dlib_model(target: Path = DLIB_CACHE) -> Path:
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
     except ImportError:
         dlib_note = "dlib: not installed (pip install dlib-bin) - the peer is left out"
 
-    print(f"{len(faces)} faces of {args.data_dir} ({args.split}), the dataset's boxes; machine: {machine()}")
+    print(f"{len(faces)} faces of {args.data_dir} ({args.split}), the dataset's boxes; machine: {describe_machine()}")
     print(f"{'model':<52}{'NME %':>7}{'FR@.08':>8}{'ms/face':>9}{'size MB':>9}")
     table = {}
     for name, row in rows.items():
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
     if dlib_note:
         print(dlib_note)
     if args.json:
-        Path(args.json).write_text(json.dumps({"faces": len(faces), "machine": machine(), "rows": table,
+        Path(args.json).write_text(json.dumps({"faces": len(faces), "machine": describe_machine(), "rows": table,
                                                "note": dlib_note}, indent=1))
     return 0
 

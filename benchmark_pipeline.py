@@ -22,12 +22,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmark import describe_machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -114,14 +115,6 @@ def images_per_second(ds, batch_size: int, batches: int, warmup: int) -> dict:
             "warmup_seconds": warm - started}
 
 
-def machine() -> dict:
-    uname = platform.uname()
-    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or uname.machine,
-            "uname": f"{uname.system} {uname.release} {uname.machine}",
-            "python": platform.python_version(),
-            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -146,9 +139,8 @@ def main(argv=None) -> int:
         return 2
     config = Config(batch_size=args.batch_size, seed=args.seed)
     faces = dataset.load_faces(data_dir, args.split)
-    info = machine()
-    print(f"machine: {info['cpu_count']} CPUs, {info['processor']}, {info['uname']}, "
-          f"load average {info['load_average_1min']}; TensorFlow {tf.__version__}")
+    info = describe_machine()
+    print(f"machine: {info}; TensorFlow {tf.__version__}")
     print(f"faces: {len(faces)} ({data_dir}, split {args.split}); batch {args.batch_size}, "
           f"{args.batches} batches timed after {args.warmup} warm-up")
 

@@ -196,11 +196,14 @@ def match_detection(boxes, face, min_iou: float = 0.3):
     return best[1] if best[0] >= min_iou else None
 
 
-def predict_faces(runner, faces, detector=None, flip_average: bool = False, log_every: int = 0):
-    """(predictions [N, 68, 2], truths [N, 68, 2], kept faces, missed faces) in image pixels."""
+def frame_faces(faces, framing: dict, detector=None):
+    """Each face's evaluation crop, as predict.py frames it: (crops [N, D, D, 1] in [-1, 1],
+    source->crop matrices, kept faces, faces the detector missed). Each photo is read once.
+
+    With a detector, its box matched to the annotated face replaces the dataset's.
+    """
     import dataset
 
-    framing = runner.framing
     dim = int(framing["image_dim"])
     crops, matrices, kept, missed = [], [], [], []
     by_image: dict[str, list] = {}
@@ -219,16 +222,22 @@ def predict_faces(runner, faces, detector=None, flip_average: bool = False, log_
             crops.append(geometry.gray_to_input(crop))
             matrices.append(matrix)
             kept.append(face)
+    crops = np.stack(crops) if crops else np.zeros((0, dim, dim, 1), np.float32)
+    return crops, matrices, kept, missed
+
+
+def predict_faces(runner, faces, detector=None, flip_average: bool = False):
+    """(predictions [N, 68, 2], truths [N, 68, 2], kept faces, missed faces) in image pixels."""
+    dim = int(runner.framing["image_dim"])
+    crops, matrices, kept, missed = frame_faces(faces, runner.framing, detector)
     if not kept:
         return np.zeros((0, 68, 2)), np.zeros((0, 68, 2)), kept, missed
-    crops = np.stack(crops)
-    norm = runner.predict_crops(crops)
+    points = geometry.norm_to_px(runner.predict_crops(crops), dim)
     if flip_average:
-        mirrored = runner.predict_crops(crops[:, :, ::-1].copy())
-        mirrored[..., 0] = -mirrored[..., 0]  # x_px -> D - 1 - x_px is x_norm -> -x_norm
-        norm = (norm + mirrored[:, geometry.FLIP_PERMUTATION_68]) / 2
-    preds = np.stack([geometry.transform_points(geometry.norm_to_px(n, dim), geometry.invert(m))
-                      for n, m in zip(norm, matrices)])
+        mirrored = geometry.norm_to_px(runner.predict_crops(crops[:, :, ::-1].copy()), dim)
+        points = (points + geometry.unmirror_landmarks(mirrored, dim)) / 2
+    preds = np.stack([geometry.transform_points(p, geometry.invert(m))
+                      for p, m in zip(points, matrices)])
     truths = np.stack([f.landmarks_px for f in kept]).astype(np.float64)
     return preds, truths, kept, missed
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -29,8 +28,6 @@ FORMATS = ("float32", "float16", "dynamic", "int8")
 # Largest allowed rise of NME (fraction of the inter-ocular distance) over the Keras model.
 TOLERANCE = {"float32": 0.0005, "float16": 0.001, "dynamic": 0.0015, "int8": 0.0015}
 
-log = logging.getLogger("export")
-
 
 def load_keras_checkpoint(path: Path):
     from evaluate import KerasLandmarks
@@ -43,19 +40,6 @@ def training_config(model_path: Path):
 
     config_file = model_path.parent / "config.json"
     return Config.from_json_file(config_file) if config_file.exists() else None
-
-
-def framed_crops(faces, framing: dict, limit: int) -> np.ndarray:
-    """Deterministic evaluation crops of up to `limit` faces (as predict.py frames them)."""
-    import dataset
-
-    crops = []
-    for face in faces[:limit]:
-        image = dataset.read_image(face.image_path)
-        crop, _ = geometry.frame_face(image, face.box_xywh, int(framing["image_dim"]),
-                                      float(framing["crop_margin"]), float(framing["crop_shift_y"]))
-        crops.append(geometry.gray_to_input(crop))
-    return np.stack(crops)
 
 
 def held_out_faces(data_dir: Path, config):
@@ -117,12 +101,6 @@ def _convert(keras_model, fmt, calibration, int8_input) -> bytes:
     return flatbuffer
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
-    os.replace(tmp, path)
-
-
 def latency_ms(model_path: Path, threads: int, runs: int = 50) -> float:
     from predict import LandmarkModel
 
@@ -177,24 +155,23 @@ def main(argv=None) -> int:
         print(f"error: {data_dir}: no training data for calibration and parity; pass --data-dir",
               file=sys.stderr)
         return 2
+    from callbacks import atomic_save
+    from evaluate import TFLiteLandmarks, frame_faces
+
     framing = checkpoint.framing
-    calib_faces, parity_faces = held_out_faces(data_dir, config)
-    parity_crops = framed_crops(parity_faces, framing, args.parity_faces)
     dim = int(framing["image_dim"])
-    parity_truth = []
-    for face in parity_faces[:args.parity_faces]:
-        _, matrix = geometry.frame_face(np.zeros((1, 1), np.uint8), face.box_xywh, dim,
-                                        float(framing["crop_margin"]), float(framing["crop_shift_y"]))
-        parity_truth.append(geometry.px_to_norm(geometry.transform_points(face.landmarks_px, matrix), dim))
-    parity_truth = np.stack(parity_truth)
+    calib_faces, parity_faces = held_out_faces(data_dir, config)
+    parity_crops, matrices, kept, _ = frame_faces(parity_faces[:args.parity_faces], framing)
+    parity_truth = np.stack([geometry.px_to_norm(geometry.transform_points(face.landmarks_px, matrix), dim)
+                             for face, matrix in zip(kept, matrices)])
     keras_nme = crop_nme(checkpoint.predict_crops(parity_crops), parity_truth)
     print(f"Keras {model_path.name}: NME {100 * keras_nme:.3f} % on {len(parity_crops)} held-out faces")
 
     formats = FORMATS if args.quantize == "all" else (args.quantize,)
-    calibration = framed_crops(calib_faces, framing, args.calibration_faces) if "int8" in formats else None
+    calibration = (frame_faces(calib_faces[:args.calibration_faces], framing)[0]
+                   if "int8" in formats else None)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from evaluate import TFLiteLandmarks
 
     failed = []
     print(f"{'format':<9}{'size KB':>9}{'NME %':>8}{'drift':>8}{'tol':>7}{'1 thr ms':>10}{'4 thr ms':>10}")
@@ -208,8 +185,9 @@ def main(argv=None) -> int:
             "arch": config.arch if config else None,
             "output": "136 values: x0, y0, x1, y1, ... in [-0.5, 0.5] crop coordinates",
         }
-        write_atomic(tflite_path, flatbuffer)
-        write_atomic(tflite_path.with_suffix(".json"), json.dumps(metadata, indent=1))
+        atomic_save(tflite_path, lambda p: Path(p).write_bytes(flatbuffer))
+        atomic_save(tflite_path.with_suffix(".json"),
+                    lambda p: Path(p).write_text(json.dumps(metadata, indent=1)))
         lite_nme = crop_nme(TFLiteLandmarks(tflite_path).predict_crops(parity_crops), parity_truth)
         drift = lite_nme - keras_nme
         ok = drift <= TOLERANCE[fmt]

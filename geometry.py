@@ -87,6 +87,14 @@ def transform_points(points_px: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
+def unmirror_landmarks(points_px: np.ndarray, image_dim: int) -> np.ndarray:
+    """Points predicted on a left-right mirrored crop, mapped back onto the crop itself
+    (x -> image_dim - 1 - x, and each point back to its own index). Any leading shape."""
+    points = np.array(points_px, dtype=np.float64)
+    points[..., 0] = image_dim - 1 - points[..., 0]
+    return points[..., FLIP_PERMUTATION_68, :]
+
+
 def warp(image: np.ndarray, matrix: np.ndarray, out_dim: int) -> np.ndarray:
     """Resample `image` once through `matrix` into an out_dim x out_dim image (black border)."""
     return cv2.warpAffine(image, np.asarray(matrix, dtype=np.float64), (out_dim, out_dim),

@@ -229,8 +229,7 @@ class LandmarkModel:
         points = self.run(geometry.gray_to_input(crop))
         if self.flip_average:  # test-time flip: average with the mirrored crop's prediction
             mirrored = self.run(geometry.gray_to_input(crop[:, ::-1].copy()))
-            mirrored[:, 0] = self.image_dim - 1 - mirrored[:, 0]
-            points = (points + mirrored[geometry.FLIP_PERMUTATION_68]) / 2
+            points = (points + geometry.unmirror_landmarks(mirrored, self.image_dim)) / 2
         return geometry.transform_points(points, geometry.invert(matrix))
 
     def predict(self, image: np.ndarray, boxes) -> list[np.ndarray]:
@@ -272,12 +271,17 @@ def parse_box(text: str) -> tuple:
     return values
 
 
-def annotate_image(path, model: LandmarkModel, detector, box=None) -> dict:
-    """Detect (or take `box`), predict, and return the JSON record of one image."""
+def image_record(name: str, image: np.ndarray, boxes, landmarks) -> dict:
+    """The JSON record of one image (``predict.py --json``; app.py answers the same)."""
+    return {"image": name, "width": image.shape[1], "height": image.shape[0],
+            "faces": faces_json(boxes, landmarks)}
+
+
+def annotate_image(path, model: LandmarkModel, detector, box=None) -> tuple[dict, np.ndarray]:
+    """Detect (or take `box`) and predict: (the JSON record, the decoded image)."""
     image = load_image(path)
     boxes = [box] if box else detector.detect(image)
-    return {"image": str(path), "width": image.shape[1], "height": image.shape[0],
-            "faces": faces_json(boxes, model.predict(image, boxes))}, image
+    return image_record(str(path), image, boxes, model.predict(image, boxes)), image
 
 
 # ---------------------------------------------------------------------------------------
