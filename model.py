@@ -161,3 +161,13 @@ def count_flops(model: keras.Model) -> int:
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+if __name__ == "__main__":  # python model.py [image_dim]: the size of each architecture
+    import sys
+
+    dim = int(sys.argv[1]) if len(sys.argv) > 1 else 128
+    for name in ARCHITECTURES:
+        network = build_network(name, dim)
+        print(f"{name}: {network.count_params():,} parameters, "
+              f"{count_flops(network) / 1e6:.1f} MFLOPs per {dim}x{dim} face")
