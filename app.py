@@ -84,9 +84,9 @@ class LandmarkService:
         decoded = time.perf_counter()
         boxes = self._detector().detect(image)
         detected = time.perf_counter()
-        landmarks = self.model.predict(image, boxes)
+        predictions = self.model.predict(image, boxes)
         done = time.perf_counter()
-        return {**predict.image_record(name, image, boxes, landmarks),
+        return {**predict.image_record(name, image, predictions),
                 "timing_ms": {"decode": ms(decoded - started), "detect": ms(detected - decoded),
                               "landmarks": ms(done - detected)}}
 

@@ -134,8 +134,15 @@ class TFLiteLandmarks:
         self.framing = self.runtime.metadata["framing"]
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        return self.predict_crops_with_confidence(crops)[0]
+
+    def predict_crops_with_confidence(self, crops: np.ndarray):
+        """(landmarks [N, 68, 2] in [-0.5, 0.5], confidences [N, 68] or None)."""
         dim = self.runtime.image_dim
-        return np.stack([geometry.px_to_norm(self.runtime.run(c), dim) for c in crops])
+        results = [self.runtime.run_with_confidence(c) for c in crops]
+        points = np.stack([geometry.px_to_norm(p, dim) for p, _ in results])
+        confidence = None if results[0][1] is None else np.stack([c for _, c in results])
+        return points, confidence
 
 
 def load_landmark_model(path) -> KerasLandmarks | TFLiteLandmarks:

@@ -27,6 +27,8 @@ import geometry
 FORMATS = ("float32", "float16", "dynamic", "int8")
 # Largest allowed rise of NME (fraction of the inter-ocular distance) over the Keras model.
 TOLERANCE = {"float32": 0.0005, "float16": 0.001, "dynamic": 0.0015, "int8": 0.0015}
+# Largest allowed mean absolute difference of the per-point confidences (in [0, 1]).
+CONFIDENCE_TOLERANCE = {"float32": 0.002, "float16": 0.01, "dynamic": 0.03, "int8": 0.03}
 
 
 def load_keras_checkpoint(path: Path):
@@ -55,9 +57,28 @@ def held_out_faces(data_dir: Path, config):
 
 
 # Ops kept in float inside the int8 model: the soft-argmax (softmax over each heatmap and
-# the weighted sum of cell centres). In int8 its probabilities are quantised to 1/256 and
-# the coordinates drift by about a pixel (+1 NME point); in float the drift is ~0.1 px.
-FLOAT_OPS_IN_INT8 = ["SOFTMAX", "TRANSPOSE", "RESHAPE", "FULLY_CONNECTED", "BATCH_MATMUL"]
+# the weighted sum of cell centres) and the confidence read from the same maps. In int8 its
+# probabilities are quantised to 1/256 and the coordinates drift by about a pixel (+1 NME
+# point); in float the drift is ~0.1 px.
+FLOAT_OPS_IN_INT8 = ["SOFTMAX", "TRANSPOSE", "RESHAPE", "FULLY_CONNECTED", "BATCH_MATMUL",
+                     "MUL", "SUB", "SUM", "SQUARE", "SQRT", "MAXIMUM", "DIV", "LOGISTIC"]
+
+
+def export_network(keras_model, calibration_crops: np.ndarray):
+    """The network to convert: with a second output, each landmark's confidence, when the
+    network has heatmaps (`mobile`); the reference spreads are measured on training crops."""
+    import keras
+
+    from model import heatmap_spread, with_confidence
+
+    try:
+        heatmaps = keras_model.get_layer("heatmaps").output
+    except ValueError:
+        return keras_model, None
+    probe = keras.Model(keras_model.input, heatmaps)
+    spreads = np.asarray(heatmap_spread(probe.predict(calibration_crops, batch_size=64, verbose=0)))
+    reference = np.median(spreads, axis=0)
+    return with_confidence(keras_model, reference), reference
 
 
 def convert(keras_model, fmt: str, calibration: np.ndarray | None, int8_input: str = "int8") -> bytes:
@@ -164,20 +185,26 @@ def main(argv=None) -> int:
     parity_crops, matrices, kept, _ = frame_faces(parity_faces[:args.parity_faces], framing)
     parity_truth = np.stack([geometry.px_to_norm(geometry.transform_points(face.landmarks_px, matrix), dim)
                              for face, matrix in zip(kept, matrices)])
-    keras_nme = crop_nme(checkpoint.predict_crops(parity_crops), parity_truth)
-    print(f"Keras {model_path.name}: NME {100 * keras_nme:.3f} % on {len(parity_crops)} held-out faces")
+    calibration = frame_faces(calib_faces[:args.calibration_faces], framing)[0]
+    network, reference_spread = export_network(checkpoint.model, calibration)
+    keras_outputs = network.predict(parity_crops, batch_size=64, verbose=0)
+    keras_points, keras_confidence = ((keras_outputs[0], keras_outputs[1]) if reference_spread is not None
+                                      else (keras_outputs, None))
+    keras_nme = crop_nme(keras_points.reshape(len(parity_crops), -1, 2), parity_truth)
+    print(f"Keras {model_path.name}: NME {100 * keras_nme:.3f} % on {len(parity_crops)} held-out faces"
+          + ("" if keras_confidence is None else
+             f", face score {keras_confidence.mean(axis=1).mean():.3f} (mean)"))
 
     formats = FORMATS if args.quantize == "all" else (args.quantize,)
-    calibration = (frame_faces(calib_faces[:args.calibration_faces], framing)[0]
-                   if "int8" in formats else None)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     failed = []
-    print(f"{'format':<9}{'size KB':>9}{'NME %':>8}{'drift':>8}{'tol':>7}{'1 thr ms':>10}{'4 thr ms':>10}")
+    print(f"{'format':<9}{'size KB':>9}{'NME %':>8}{'drift':>8}{'tol':>7}{'conf d':>8}{'tol':>6}"
+          f"{'1 thr ms':>10}{'4 thr ms':>10}")
     for fmt in formats:
         tflite_path = out_dir / f"{args.name}_{fmt}.tflite"
-        flatbuffer = convert(checkpoint.model, fmt, calibration, args.int8_input)
+        flatbuffer = convert(network, fmt, calibration, args.int8_input)
         metadata = {
             "format": fmt, "input_type": args.int8_input if fmt == "int8" else "float32",
             "output_type": "float32",
@@ -185,18 +212,35 @@ def main(argv=None) -> int:
             "arch": config.arch if config else None,
             "output": "136 values: x0, y0, x1, y1, ... in [-0.5, 0.5] crop coordinates",
         }
+        if reference_spread is not None:
+            metadata["confidence_output"] = (
+                "68 values in [0, 1]: each landmark's heatmap spread against its median spread on "
+                "training crops (model.HeatmapConfidence); the face score is their mean")
+            metadata["reference_spread"] = [round(float(v), 6) for v in reference_spread]
         atomic_save(tflite_path, lambda p: Path(p).write_bytes(flatbuffer))
         atomic_save(tflite_path.with_suffix(".json"),
                     lambda p: Path(p).write_text(json.dumps(metadata, indent=1)))
-        lite_nme = crop_nme(TFLiteLandmarks(tflite_path).predict_crops(parity_crops), parity_truth)
+        lite = TFLiteLandmarks(tflite_path)
+        lite_points, lite_confidence = lite.predict_crops_with_confidence(parity_crops)
+        lite_nme = crop_nme(lite_points, parity_truth)
         drift = lite_nme - keras_nme
         ok = drift <= TOLERANCE[fmt]
+        conf_text = f"{'-':>8}{'-':>6}"
+        if keras_confidence is not None:
+            if lite_confidence is None:
+                conf_drift, ok = float("inf"), False
+            else:
+                conf_drift = float(np.abs(lite_confidence - keras_confidence).mean())
+                ok = ok and conf_drift <= CONFIDENCE_TOLERANCE[fmt]
+            conf_text = f"{conf_drift:>8.4f}{CONFIDENCE_TOLERANCE[fmt]:>6.3f}"
         print(f"{fmt:<9}{len(flatbuffer) / 1024:>9.1f}{100 * lite_nme:>8.3f}{100 * drift:>+8.3f}"
-              f"{100 * TOLERANCE[fmt]:>7.2f}{latency_ms(tflite_path, 1):>10.2f}{latency_ms(tflite_path, 4):>10.2f}"
-              + ("" if ok else "   FAILED: NME drift over tolerance"))
+              f"{100 * TOLERANCE[fmt]:>7.2f}{conf_text}{latency_ms(tflite_path, 1):>10.2f}"
+              f"{latency_ms(tflite_path, 4):>10.2f}"
+              + ("" if ok else "   FAILED: drift over tolerance"))
         if not ok:
             failed.append(fmt)
-    print("NME and drift in % of the outer-eye-corner distance; latency: median of 50 runs, this machine")
+    print("NME and drift in % of the outer-eye-corner distance; conf d: mean |confidence - Keras'|; "
+          "latency: median of 50 runs, this machine")
     if failed:
         print(f"error: {', '.join(failed)} drifted past tolerance; those files are not fit to ship",
               file=sys.stderr)

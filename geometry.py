@@ -185,6 +185,25 @@ BOX_FROM_LANDMARKS_SCALE = 0.966
 BOX_FROM_LANDMARKS_SHIFT_Y = -0.093
 
 
+# The person's right eye (on the image's left for a frontal face) and left eye, 68-point scheme.
+RIGHT_EYE_68 = slice(36, 42)
+LEFT_EYE_68 = slice(42, 48)
+
+
+def roll_from_eyes(right_eye_xy, left_eye_xy) -> float:
+    """The in-plane angle of the eye line in the photo, degrees: 0 for level eyes, positive
+    when the eye on the image's right is lower (y points down). ``right_eye_xy`` is the
+    person's right eye. As ``angle_deg`` of frame_face/crop_matrix it levels the eyes."""
+    dx, dy = np.asarray(left_eye_xy, dtype=np.float64) - np.asarray(right_eye_xy, dtype=np.float64)
+    return math.degrees(math.atan2(dy, dx))
+
+
+def roll_from_landmarks(landmarks_px: np.ndarray) -> float:
+    """roll_from_eyes of the two eye centres of 68 points [68, 2]."""
+    points = np.asarray(landmarks_px, dtype=np.float64)
+    return roll_from_eyes(points[RIGHT_EYE_68].mean(axis=0), points[LEFT_EYE_68].mean(axis=0))
+
+
 def frame_face(image: np.ndarray, box_xywh, image_dim: int, crop_margin: float,
                crop_shift_y: float = 0.0, angle_deg: float = 0.0, flip: bool = False,
                scale: float = 1.0, shift_xy=(0.0, 0.0)):

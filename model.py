@@ -110,6 +110,58 @@ class SoftArgmax2D(layers.Layer):
         return (input_shape[0], 2 * input_shape[3])
 
 
+def heatmap_spread(logits):
+    """Heatmap logits [B, H, W, K] -> the standard deviation [B, K] of each softmaxed map
+    about its expected point, in crop-side units (the same grid as SoftArgmax2D)."""
+    height, width, count = logits.shape[1], logits.shape[2], logits.shape[3]
+    maps = ops.transpose(ops.reshape(logits, (-1, height * width, count)), (0, 2, 1))
+    probs = ops.softmax(maps, axis=-1)  # [B, K, H*W]
+    xs = (np.arange(width, dtype=np.float32) + 0.5) / width - 0.5
+    ys = (np.arange(height, dtype=np.float32) + 0.5) / height - 0.5
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(height * width, 2)
+    mean = ops.matmul(probs, ops.cast(grid, probs.dtype))  # [B, K, 2]
+    second = ops.matmul(probs, ops.cast(np.sum(grid ** 2, axis=-1, keepdims=True), probs.dtype))
+    variance = ops.maximum(second[..., 0] - ops.sum(ops.square(mean), axis=-1), 0.0)
+    return ops.sqrt(variance + 1e-12)
+
+
+@keras.saving.register_keras_serializable(package="landmarks")
+class HeatmapConfidence(layers.Layer):
+    """Heatmap logits [B, H, W, K] -> a confidence [B, K] in [0, 1] per landmark.
+
+    Each point's heatmap spread is divided by its typical spread on real training faces
+    (``reference_spread``, measured at export); a ratio near 1 is a face point as the model
+    usually sees it (confidence near 1), while a crop with no face, or half a face, spreads
+    the maps out (ratio 1.7 and more: confidence near 0). The logistic's midpoint and width
+    are in units of that ratio.
+    """
+
+    def __init__(self, reference_spread=None, midpoint: float = 1.35, width: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.reference_spread = [float(v) for v in (reference_spread if reference_spread is not None
+                                                    else [0.2] * (NUM_OUTPUTS // 2))]
+        self.midpoint, self.width = float(midpoint), float(width)
+
+    def call(self, logits):
+        ratio = heatmap_spread(logits) / ops.cast(np.array(self.reference_spread, np.float32), logits.dtype)
+        return ops.sigmoid((self.midpoint - ratio) / self.width)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "reference_spread": self.reference_spread,
+                "midpoint": self.midpoint, "width": self.width}
+
+
+def with_confidence(model: keras.Model, reference_spread) -> keras.Model:
+    """The `mobile` network with a second output: each landmark's confidence [B, 68]
+    (HeatmapConfidence on the same heatmaps the soft-argmax reads). For export and inference."""
+    heatmaps = model.get_layer("heatmaps").output
+    confidence = HeatmapConfidence(reference_spread, name="confidence", dtype="float32")(heatmaps)
+    return keras.Model(model.input, [model.output, confidence], name=f"{model.name}_with_confidence")
+
+
 def build_mobile(image_dim: int = 128) -> keras.Model:
     """Inverted-residual backbone, a small feature pyramid down to stride 8, one heatmap
     per landmark and a soft-argmax: the coordinates come out of the network directly,

@@ -21,6 +21,7 @@ import math
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -147,6 +148,30 @@ def make_interpreter(model_path: str, threads: int):
     return Interpreter(model_path=model_path, num_threads=threads)
 
 
+@dataclass
+class FacePrediction:
+    """One face's landmarks, as predict.py, app.py and the video tracker report them."""
+
+    box_xywh: tuple  # the training-convention box that framed the face, photo pixels
+    landmarks_px: np.ndarray  # [68, 2] photo pixels
+    landmark_confidence: np.ndarray | None  # [68] in [0, 1]; None: the model has no such output
+    score: float | None  # face score in [0, 1] (face_score); None likewise
+    roll_deg: float = 0.0  # the roll the crop was corrected by (geometry.roll_from_eyes)
+
+
+def face_score(landmark_confidence) -> float | None:
+    """A face's score from its points' confidences [68]: their mean. Near 1 on real faces,
+    under FACE_SCORE_THRESHOLD when the crop holds no face (or only part of one)."""
+    if landmark_confidence is None:
+        return None
+    return float(np.mean(landmark_confidence))
+
+
+# Below this face score a crop is taken to hold no face (see models/README.md for how the
+# scores of faces and of non-face crops fall).
+FACE_SCORE_THRESHOLD = 0.5
+
+
 def metadata_path(model_path) -> Path:
     return Path(model_path).with_suffix(".json")
 
@@ -198,16 +223,28 @@ class LandmarkModel:
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         want_in = [1, self.image_dim, self.image_dim, 1]
         if len(inputs) != 1 or list(inputs[0]["shape"]) != want_in:
-            raise InputError(f"{self.path}: input shape {[list(i['shape']) for i in inputs]}, "
+            raise InputError(f"{self.path}: input shape {[i['shape'].tolist() for i in inputs]}, "
                              f"expected {want_in} (a 68-point landmark model from export_tflite.py)")
-        if len(outputs) != 1 or list(outputs[0]["shape"]) != [1, 2 * geometry.NUM_LANDMARKS]:
-            raise InputError(f"{self.path}: output shape {[list(o['shape']) for o in outputs]}, "
-                             f"expected [1, {2 * geometry.NUM_LANDMARKS}]")
+        shapes = [o["shape"].tolist() for o in outputs]
+        points, confidence = [1, 2 * geometry.NUM_LANDMARKS], [1, geometry.NUM_LANDMARKS]
+        if shapes not in ([points], [points, confidence], [confidence, points]):
+            raise InputError(f"{self.path}: output shapes {shapes}, expected {points} (landmarks) "
+                             f"and optionally {confidence} (per-point confidence)")
+        self.has_confidence = len(outputs) == 2
 
-    def run(self, crop_input: np.ndarray) -> np.ndarray:
-        """One framed crop (D x D x 1 float32 in [-1, 1]) -> 68 x 2 landmarks in crop pixels."""
+    @staticmethod
+    def _output(interpreter, detail) -> np.ndarray:
+        result = interpreter.get_tensor(detail["index"])[0]
+        if detail["dtype"] != np.float32:
+            scale, zero = detail["quantization"]
+            result = (result.astype(np.float32) - zero) * scale
+        return result
+
+    def run_with_confidence(self, crop_input: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One framed crop (D x D x 1 float32 in [-1, 1]) -> (68 x 2 landmarks in crop pixels,
+        68 confidences in [0, 1], or None for a model exported without them)."""
         interpreter = self._interpreter()
-        inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        inp = interpreter.get_input_details()[0]
         tensor = crop_input[None].astype(np.float32)
         if inp["dtype"] != np.float32:
             scale, zero = inp["quantization"]
@@ -215,25 +252,44 @@ class LandmarkModel:
             tensor = np.clip(np.rint(tensor / scale + zero), info.min, info.max).astype(inp["dtype"])
         interpreter.set_tensor(inp["index"], tensor)
         interpreter.invoke()
-        result = interpreter.get_tensor(out["index"])[0]
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            result = (result.astype(np.float32) - zero) * scale
-        return geometry.norm_to_px(result.reshape(-1, 2), self.image_dim)
+        points = confidence = None
+        for detail in interpreter.get_output_details():
+            if detail["shape"][-1] == 2 * geometry.NUM_LANDMARKS:
+                points = self._output(interpreter, detail)
+            else:
+                confidence = self._output(interpreter, detail).astype(np.float64)
+        return geometry.norm_to_px(points.reshape(-1, 2), self.image_dim), confidence
+
+    def run(self, crop_input: np.ndarray) -> np.ndarray:
+        """One framed crop (D x D x 1 float32 in [-1, 1]) -> 68 x 2 landmarks in crop pixels."""
+        return self.run_with_confidence(crop_input)[0]
+
+    def predict_face(self, image: np.ndarray, box_xywh, roll_deg: float = 0.0) -> "FacePrediction":
+        """One face: its box (training convention, photo pixels) and, optionally, the roll of
+        the face in the photo (degrees, geometry.roll_from_eyes), undone before cropping so the
+        model sees an upright face. Points are mapped back to the photo."""
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        crop, matrix = geometry.frame_face(grey, box_xywh, self.image_dim, self.crop_margin,
+                                           self.crop_shift_y, angle_deg=roll_deg)
+        points, confidence = self.run_with_confidence(geometry.gray_to_input(crop))
+        if self.flip_average:  # test-time flip: average with the mirrored crop's prediction
+            mirrored, mirrored_conf = self.run_with_confidence(geometry.gray_to_input(crop[:, ::-1].copy()))
+            points = (points + geometry.unmirror_landmarks(mirrored, self.image_dim)) / 2
+            if confidence is not None:
+                confidence = (confidence + mirrored_conf[geometry.FLIP_PERMUTATION_68]) / 2
+        return FacePrediction(
+            box_xywh=tuple(float(v) for v in box_xywh),
+            landmarks_px=geometry.transform_points(points, geometry.invert(matrix)),
+            landmark_confidence=confidence,
+            score=face_score(confidence),
+            roll_deg=float(roll_deg))
 
     def predict_box(self, image: np.ndarray, box_xywh) -> np.ndarray:
         """68 x 2 landmarks in the image's pixels for one face box."""
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-        crop, matrix = geometry.frame_face(grey, box_xywh, self.image_dim, self.crop_margin,
-                                           self.crop_shift_y)
-        points = self.run(geometry.gray_to_input(crop))
-        if self.flip_average:  # test-time flip: average with the mirrored crop's prediction
-            mirrored = self.run(geometry.gray_to_input(crop[:, ::-1].copy()))
-            points = (points + geometry.unmirror_landmarks(mirrored, self.image_dim)) / 2
-        return geometry.transform_points(points, geometry.invert(matrix))
+        return self.predict_face(image, box_xywh).landmarks_px
 
-    def predict(self, image: np.ndarray, boxes) -> list[np.ndarray]:
-        return [self.predict_box(image, box) for box in boxes]
+    def predict(self, image: np.ndarray, boxes) -> list[FacePrediction]:
+        return [self.predict_face(image, box) for box in boxes]
 
 
 # ---------------------------------------------------------------------------------------
@@ -255,10 +311,15 @@ def draw_landmarks(image_bgr: np.ndarray, faces: list[dict]) -> np.ndarray:
     return canvas
 
 
-def faces_json(boxes, landmarks) -> list[dict]:
-    return [{"box": [round(float(v), 2) for v in box],
-             "landmarks": [[round(float(px), 2), round(float(py), 2)] for px, py in points]}
-            for box, points in zip(boxes, landmarks)]
+def faces_json(predictions: list[FacePrediction]) -> list[dict]:
+    """Per face: ``box`` (x, y, w, h), ``score``, ``landmarks`` (68 [x, y] in photo pixels) and
+    ``landmark_confidence`` (68 values in [0, 1]); the last two null without a confidence output."""
+    return [{"box": [round(float(v), 2) for v in face.box_xywh],
+             "score": None if face.score is None else round(face.score, 4),
+             "landmarks": [[round(float(px), 2), round(float(py), 2)] for px, py in face.landmarks_px],
+             "landmark_confidence": (None if face.landmark_confidence is None
+                                     else [round(float(c), 4) for c in face.landmark_confidence])}
+            for face in predictions]
 
 
 def parse_box(text: str) -> tuple:
@@ -271,17 +332,17 @@ def parse_box(text: str) -> tuple:
     return values
 
 
-def image_record(name: str, image: np.ndarray, boxes, landmarks) -> dict:
+def image_record(name: str, image: np.ndarray, predictions: list[FacePrediction]) -> dict:
     """The JSON record of one image (``predict.py --json``; app.py answers the same)."""
     return {"image": name, "width": image.shape[1], "height": image.shape[0],
-            "faces": faces_json(boxes, landmarks)}
+            "faces": faces_json(predictions)}
 
 
 def annotate_image(path, model: LandmarkModel, detector, box=None) -> tuple[dict, np.ndarray]:
     """Detect (or take `box`) and predict: (the JSON record, the decoded image)."""
     image = load_image(path)
     boxes = [box] if box else detector.detect(image)
-    return image_record(str(path), image, boxes, model.predict(image, boxes)), image
+    return image_record(str(path), image, model.predict(image, boxes)), image
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,8 +396,9 @@ def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_fr
         boxes = detector.detect(frame)[:1]  # the largest face is tracked and smoothed
         faces = []
         if boxes:
-            points = smoother(model.predict_box(frame, boxes[0]), frames / fps_in)
-            faces = faces_json(boxes, [points])
+            face = model.predict_face(frame, boxes[0])
+            face.landmarks_px = smoother(face.landmarks_px, frames / fps_in)
+            faces = faces_json([face])
             with_face += 1
         annotated = draw_landmarks(frame, faces)
         if writer is None:

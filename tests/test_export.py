@@ -82,3 +82,19 @@ def test_export_of_a_missing_or_wrong_checkpoint_fails_clearly(tmp_path, subset_
                              "--out-dir", str(tmp_path), "--data-dir", str(subset_dir)],
                             cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "junk.h5" in result.stderr
+
+
+def test_the_confidence_output_is_exported_and_checked(exported):
+    """Each format carries the per-point confidence, and the parity check compares it."""
+    import predict
+
+    result, out_dir = exported
+    header = next(line.split() for line in result.stdout.splitlines() if line.startswith("format"))
+    assert "conf" in header
+    for fmt in ("float32", "float16", "dynamic", "int8"):
+        row = next(line.split() for line in result.stdout.splitlines() if line.startswith(fmt))
+        conf_drift, conf_tolerance = float(row[5]), float(row[6])
+        assert 0 <= conf_drift <= conf_tolerance, row
+        meta = json.loads((out_dir / f"landmarks_{fmt}.json").read_text())
+        assert len(meta["reference_spread"]) == 68
+        assert predict.LandmarkModel(out_dir / f"landmarks_{fmt}.tflite").has_confidence
