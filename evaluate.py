@@ -160,30 +160,69 @@ def load_landmark_model(path) -> KerasLandmarks | TFLiteLandmarks:
 # Faces, boxes and predictions
 # ---------------------------------------------------------------------------------------
 
-def evaluation_faces(data_dir, split: str = "test") -> list:
-    """Faces of ``DIR/labels_ibug_300W_<split>.xml`` (or of a .pts folder), each tagged with
-    its standard 300-W subset when its path has one (common / challenging), else the split."""
+def evaluation_faces(data_dir, split: str = "test", split_mode: str = "standard") -> list:
+    """The faces to score, each tagged with its subset (common / challenging / train).
+
+    A dataset folder (dlib's archive, or a folder of .pts files) is split the standard 300-W
+    way by path, as train.py does (``split_mode="standard"``): ``test`` scores the Common
+    (HELEN test + LFPW test) and Challenging (iBUG) parts from both XML files, mirrored copies
+    left out; dlib's ``labels_ibug_300W_test.xml`` holds mostly training-part images and is
+    not used as it is. ``split_mode="xml"`` scores ``labels_ibug_300W_<split>.xml`` as listed.
+    A single XML file, or a folder of .pts files that is not an archive root, is scored as
+    listed, tagged by path where it can be.
+    """
     import dataset
 
     data_dir = Path(data_dir)
-    xml_path = data_dir / f"labels_ibug_300W_{split}.xml"
-    if xml_path.exists():
-        faces = dataset.parse_dlib_xml(xml_path)
-    elif data_dir.is_file() and data_dir.suffix == ".xml":
-        faces, data_dir = dataset.parse_dlib_xml(data_dir), data_dir.parent
-    else:
-        faces = dataset.scan_pts_folder(data_dir)
+    if data_dir.is_file() and data_dir.suffix == ".xml":
+        faces, root, tag_default = dataset.parse_dlib_xml(data_dir), data_dir.parent, split
+    elif split_mode == "standard" and is_archive_root(data_dir):
+        faces = dataset.load_faces(data_dir, split, "standard")
         if not faces:
-            raise FileNotFoundError(f"{xml_path}: not found, and {data_dir} holds no .pts files")
-    root = os.path.abspath(data_dir)
+            raise FileNotFoundError(f"{data_dir}: no faces of the standard 300-W {split!r} part "
+                                    f"(paths under afw/, helen/, lfpw/, ibug/); --split-mode xml "
+                                    f"scores labels_ibug_300W_{split}.xml as listed")
+        return faces
+    else:
+        xml_path = data_dir / f"labels_ibug_300W_{split}.xml"
+        if xml_path.exists():
+            faces = dataset.parse_dlib_xml(xml_path)
+        else:
+            faces = dataset.scan_pts_folder(data_dir)
+            if not faces:
+                raise FileNotFoundError(f"{xml_path}: not found, and {data_dir} holds no .pts files")
+        root, tag_default = data_dir, split
+    root = os.path.abspath(root)
     tagged = []
     for face in faces:
         relative = Path(os.path.relpath(face.image_path, root)).as_posix()
         subset = dataset.standard_subset(relative)
-        if subset in (None, "train"):
-            subset = split
-        tagged.append(dataset.replace(face, subset=subset))
+        tagged.append(dataset.replace(face, subset=subset if subset not in (None, "train") else tag_default))
     return tagged
+
+
+ARCHIVE_PARTS = ("afw", "helen", "lfpw", "ibug")
+
+
+def is_archive_root(folder: Path) -> bool:
+    """dlib's archive layout: its XML files, or the 300-W part folders, at the top."""
+    return (any(folder.glob("labels_ibug_300W_*.xml"))
+            or any((folder / part).is_dir() for part in ARCHIVE_PARTS))
+
+
+def scored_parts(faces) -> dict:
+    """How many faces of each source folder were scored: {"lfpw/testset": 224, ...}."""
+    counts: dict[str, int] = {}
+    for face in faces:
+        parts = Path(face.image_path).parts
+        for i, part in enumerate(parts):
+            if part.lower() in ARCHIVE_PARTS:
+                key = "/".join(parts[i:i + 2]) if part.lower() in ("helen", "lfpw") else part
+                break
+        else:
+            key = str(Path(face.image_path).parent.name)
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def box_iou(a, b) -> float:
@@ -337,7 +376,12 @@ def main(argv=None) -> int:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", required=True,
                         help="dlib XML layout (DIR/labels_ibug_300W_<split>.xml), an XML file, or a .pts folder")
-    parser.add_argument("--split", default="test", help="which labels_ibug_300W_<split>.xml")
+    parser.add_argument("--split", default="test",
+                        help="test (Common + Challenging), common, challenging or train; with "
+                        "--split-mode xml: which labels_ibug_300W_<split>.xml")
+    parser.add_argument("--split-mode", choices=("standard", "xml"), default="standard",
+                        help="standard: the 300-W parts by path, as train.py splits (default); "
+                        "xml: dlib's XML file as listed (its test file is mostly training images)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help=".h5, .weights.h5 or .tflite")
     parser.add_argument("--detector", choices=sorted(DETECTORS), help="use a detector's boxes, not the dataset's")
     parser.add_argument("--flip-average", action="store_true", help="test-time flip averaging")
@@ -348,7 +392,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        faces = evaluation_faces(args.data_dir, args.split)
+        faces = evaluation_faces(args.data_dir, args.split, args.split_mode)
         if args.fit_detector:
             print(json.dumps(fit_detector_boxes(DETECTORS[args.fit_detector](), faces), indent=1))
             return 0
@@ -359,8 +403,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report["model"] = str(args.model)
-    report["data"] = f"{args.data_dir} ({args.split})"
-    print(f"model: {args.model}\ndata: {report['data']}")
+    report["data"] = f"{args.data_dir} ({args.split}, {args.split_mode} split)"
+    report["scored"] = scored_parts(faces)
+    print(f"model: {args.model}\ndata: {report['data']}\nscored: "
+          + ", ".join(f"{part} {count}" for part, count in report["scored"].items()))
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -185,3 +186,37 @@ def test_predictions_are_mapped_back_to_photo_pixels(train_faces):
     preds, truths, kept, missed = evaluate.predict_faces(ConstantRunner(truth_norm), [face])
     assert len(kept) == 1 and not missed
     assert np.abs(preds - truths).max() < 1e-3
+
+
+def test_dlibs_archive_is_scored_on_the_standard_test_parts(tmp_path):
+    """dlib's labels_ibug_300W_test.xml holds mostly training-part images, and its train file
+    holds most standard test images plus mirrored copies: the standard split scores exactly
+    the HELEN test, LFPW test and iBUG faces of both files, no mirrors, nothing else."""
+    from test_dataset import box_xml, write_xml
+
+    write_xml(tmp_path / "labels_ibug_300W_train.xml", {
+        "afw/1.jpg": [box_xml()], "helen/trainset/2.jpg": [box_xml()],
+        "helen/testset/3.jpg": [box_xml()], "helen/testset/3_mirror.jpg": [box_xml()],
+        "lfpw/testset/4.png": [box_xml(), box_xml((50, 60, 80, 80))], "ibug/5.jpg": [box_xml()],
+        "ibug/5_mirror.jpg": [box_xml()]})
+    write_xml(tmp_path / "labels_ibug_300W_test.xml", {
+        "lfpw/trainset/6.png": [box_xml()], "afw/7.jpg": [box_xml()], "ibug/8.jpg": [box_xml()],
+        "lfpw/testset/4.png": [box_xml()]})  # listed by both files: scored once
+    faces = evaluate.evaluation_faces(tmp_path, "test")
+    scored = sorted((Path(f.image_path).relative_to(tmp_path).as_posix(), f.subset) for f in faces)
+    assert scored == [("helen/testset/3.jpg", "common"), ("ibug/5.jpg", "challenging"),
+                      ("ibug/8.jpg", "challenging"), ("lfpw/testset/4.png", "common"),
+                      ("lfpw/testset/4.png", "common")]
+    assert evaluate.scored_parts(faces) == {"helen/testset": 1, "ibug": 2, "lfpw/testset": 2}
+    assert len(evaluate.evaluation_faces(tmp_path, "challenging")) == 2
+    # dlib's own test file, as listed, only on request.
+    as_listed = evaluate.evaluation_faces(tmp_path, "test", split_mode="xml")
+    assert sorted(Path(f.image_path).name for f in as_listed) == ["4.png", "6.png", "7.jpg", "8.jpg"]
+
+
+def test_evaluate_says_which_faces_it_scored(subset_dir, shipped_int8, tmp_path):
+    result = run_evaluate("--data-dir", str(subset_dir), "--model", str(shipped_int8),
+                          "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    assert "scored: lfpw/testset 224" in result.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["scored"] == {"lfpw/testset": 224}
