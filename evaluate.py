@@ -306,6 +306,45 @@ def evaluate(runner, faces, detector=None, flip_average: bool = False) -> dict:
     return report
 
 
+def face_score_check(runner, faces, shift: float = 0.7) -> dict:
+    """How the model's face score (predict.face_score) falls on the faces, framed by their
+    boxes, and on crops without a whole face: the same boxes moved sideways by `shift` of
+    their width. Needs a model with the confidence output."""
+    from predict import FACE_SCORE_THRESHOLD
+
+    if not hasattr(runner, "predict_crops_with_confidence"):
+        raise ValueError("face scores need a .tflite model with the confidence output")
+    moved = [dataset_replace_box(f, (f.box_xywh[0] + shift * f.box_xywh[2], *f.box_xywh[1:])) for f in faces]
+    result = {"threshold": FACE_SCORE_THRESHOLD}
+    for name, group in (("faces", faces), ("moved_boxes", moved)):
+        crops = frame_faces(group, runner.framing)[0]
+        confidence = runner.predict_crops_with_confidence(crops)[1]
+        if confidence is None:
+            raise ValueError("this model has no confidence output (export it again with export_tflite.py)")
+        scores = confidence.mean(axis=1)
+        result[name] = {"count": int(len(scores)), "median": float(np.median(scores)),
+                        "p05": float(np.percentile(scores, 5)), "p95": float(np.percentile(scores, 95)),
+                        "above_threshold": float(np.mean(scores >= FACE_SCORE_THRESHOLD))}
+    return result
+
+
+def dataset_replace_box(face, box_xywh):
+    import dataset
+
+    return dataset.replace(face, box_xywh=tuple(float(v) for v in box_xywh))
+
+
+def format_face_scores(check: dict) -> str:
+    lines = [f"face score (threshold {check['threshold']}):",
+             f"{'crops':<14}{'count':>6}{'median':>8}{'p05':>7}{'p95':>7}{'>= thr':>8}"]
+    for name in ("faces", "moved_boxes"):
+        s = check[name]
+        lines.append(f"{name:<14}{s['count']:>6}{s['median']:>8.3f}{s['p05']:>7.3f}{s['p95']:>7.3f}"
+                     f"{100 * s['above_threshold']:>7.1f}%")
+    lines.append("moved_boxes: each box moved sideways by 70 % of its width (half a face at most)")
+    return "\n".join(lines)
+
+
 def fit_detector_boxes(detector, faces) -> dict:
     """Fit how a detector's raw boxes relate to the dataset's boxes (predict.py's constants)."""
     import dataset
@@ -385,6 +424,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help=".h5, .weights.h5 or .tflite")
     parser.add_argument("--detector", choices=sorted(DETECTORS), help="use a detector's boxes, not the dataset's")
     parser.add_argument("--flip-average", action="store_true", help="test-time flip averaging")
+    parser.add_argument("--face-scores", action="store_true",
+                        help="also report the face score on the faces and on boxes moved off them")
     parser.add_argument("--json", help="write the figures as JSON here")
     parser.add_argument("--plot", help="write the CED curve as a PNG here")
     parser.add_argument("--fit-detector", choices=sorted(DETECTORS),
@@ -399,6 +440,8 @@ def main(argv=None) -> int:
         runner = load_landmark_model(args.model)
         detector = DETECTORS[args.detector]() if args.detector else None
         report = evaluate(runner, faces, detector, args.flip_average)
+        if args.face_scores:
+            report["face_scores"] = face_score_check(runner, faces)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -408,6 +451,8 @@ def main(argv=None) -> int:
     print(f"model: {args.model}\ndata: {report['data']}\nscored: "
           + ", ".join(f"{part} {count}" for part, count in report["scored"].items()))
     print(format_report(report))
+    if "face_scores" in report:
+        print(format_face_scores(report["face_scores"]))
     if args.json:
         Path(args.json).write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1))
     if args.plot:

@@ -158,3 +158,17 @@ def test_a_model_without_the_confidence_output_still_predicts(tmp_path, lfpw_fac
     (entry,) = predict.faces_json([result])
     assert entry["score"] is None and entry["landmark_confidence"] is None
     assert json.loads(json.dumps(entry)) == entry
+
+
+def test_evaluate_reports_face_scores_on_faces_and_on_moved_boxes(lfpw_faces):
+    import evaluate
+
+    runner = evaluate.load_landmark_model(INT8_MODEL)
+    check = evaluate.face_score_check(runner, lfpw_faces[:10])
+    assert check["faces"]["count"] == check["moved_boxes"]["count"] == 10
+    assert check["faces"]["p05"] > check["moved_boxes"]["p95"]
+    assert check["faces"]["above_threshold"] == 1.0 and check["moved_boxes"]["above_threshold"] <= 0.1
+    scores = [predict.LandmarkModel(INT8_MODEL).predict_face(cv2.imread(f.image_path), f.box_xywh).score
+              for f in lfpw_faces[:10]]
+    assert check["faces"]["median"] == pytest.approx(np.median(scores), abs=1e-6)
+    assert "moved_boxes" in evaluate.format_face_scores(check)
