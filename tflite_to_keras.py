@@ -51,6 +51,9 @@ def tflite_conv_weights(tflite_path: Path) -> dict[str, tuple[np.ndarray, np.nda
         layer = found[0][0]
         kernel = interpreter.get_tensor(kernel_index)
         bias = interpreter.get_tensor(bias_index)
+        if kernel.dtype != np.float32 or bias.dtype != np.float32:
+            raise ValueError(f"{tflite_path}: layer {layer!r} holds {kernel.dtype} weights; "
+                             f"rebuild from the float32 export")
         # CONV_2D [out, kh, kw, in] -> [kh, kw, in, out]; DEPTHWISE [1, kh, kw, c] -> [kh, kw, c, 1]
         kernel = kernel.transpose(1, 2, 3, 0)
         if layer in weights:
@@ -87,15 +90,24 @@ def rebuild(tflite_path: Path, image_dim: int, calibration: np.ndarray):
         eps = bn.epsilon
         ones = np.ones_like(bias)
         bn.set_weights([ones, bias, np.zeros_like(bias), ones * (1.0 - eps)])  # x -> x + bias
-    # Moving statistics from real crops, the function kept (see the module docstring).
-    for conv in convs:
-        if conv.use_bias:
-            continue
-        bn = bn_after[conv.name]
-        probe = keras.Model(model.input, conv.output)
-        activations = probe.predict(calibration, batch_size=64, verbose=0).astype(np.float64)
-        mean = activations.mean(axis=(0, 1, 2))
-        var = activations.var(axis=(0, 1, 2))
+    # Moving statistics from real crops, the function kept (see the module docstring), all
+    # layers in one pass: fixing one layer's statistics does not change what the next sees.
+    pairs = [(conv, bn_after[conv.name]) for conv in convs if not conv.use_bias]
+    probe = keras.Model(model.input, [conv.output for conv, _ in pairs])
+    sums = [np.zeros(conv.output.shape[-1]) for conv, _ in pairs]
+    squares = [np.zeros(conv.output.shape[-1]) for conv, _ in pairs]
+    count = 0
+    for start in range(0, len(calibration), 32):
+        outputs = probe(calibration[start:start + 32], training=False)
+        for i, activation in enumerate(outputs):
+            activation = np.asarray(activation, dtype=np.float64)
+            sums[i] += activation.sum(axis=(0, 1, 2))
+            squares[i] += np.square(activation).sum(axis=(0, 1, 2))
+        count += len(calibration[start:start + 32])
+    for (conv, bn), total, total_sq in zip(pairs, sums, squares):
+        values_per_channel = count * conv.output.shape[1] * conv.output.shape[2]
+        mean = total / values_per_channel
+        var = np.maximum(total_sq / values_per_channel - mean ** 2, 0.0)
         _, bias, _, _ = bn.get_weights()
         bn.set_weights([np.sqrt(var + bn.epsilon), bias + mean, mean, var])
     return model
