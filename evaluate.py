@@ -316,16 +316,29 @@ def face_score_check(runner, faces, shift: float = 0.7) -> dict:
         raise ValueError("face scores need a .tflite model with the confidence output")
     moved = [dataset_replace_box(f, (f.box_xywh[0] + shift * f.box_xywh[2], *f.box_xywh[1:])) for f in faces]
     result = {"threshold": FACE_SCORE_THRESHOLD}
+    dim = int(runner.framing["image_dim"])
     for name, group in (("faces", faces), ("moved_boxes", moved)):
-        crops = frame_faces(group, runner.framing)[0]
-        confidence = runner.predict_crops_with_confidence(crops)[1]
+        crops, matrices, kept, _ = frame_faces(group, runner.framing)
+        points, confidence = runner.predict_crops_with_confidence(crops)
         if confidence is None:
             raise ValueError("this model has no confidence output (export it again with export_tflite.py)")
         scores = confidence.mean(axis=1)
         result[name] = {"count": int(len(scores)), "median": float(np.median(scores)),
                         "p05": float(np.percentile(scores, 5)), "p95": float(np.percentile(scores, 95)),
                         "above_threshold": float(np.mean(scores >= FACE_SCORE_THRESHOLD))}
+        if name == "faces":
+            truths = np.stack([geometry.px_to_norm(geometry.transform_points(f.landmarks_px, m), dim)
+                               for f, m in zip(kept, matrices)])
+            errors = point_errors(points, truths, "ion")  # [N, 68]
+            result[name]["confidence_error_rank_correlation"] = float(np.mean(
+                [-rank_correlation(confidence[:, k], errors[:, k]) for k in range(errors.shape[1])]))
     return result
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two 1-D arrays (no ties expected: real-valued)."""
+    rank_a, rank_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(rank_a, rank_b)[0, 1])
 
 
 def dataset_replace_box(face, box_xywh):
@@ -342,6 +355,8 @@ def format_face_scores(check: dict) -> str:
         lines.append(f"{name:<14}{s['count']:>6}{s['median']:>8.3f}{s['p05']:>7.3f}{s['p95']:>7.3f}"
                      f"{100 * s['above_threshold']:>7.1f}%")
     lines.append("moved_boxes: each box moved sideways by 70 % of its width (half a face at most)")
+    lines.append("per point, rank correlation of low confidence with high error, mean over the 68 "
+                 f"points: {check['faces']['confidence_error_rank_correlation']:+.3f}")
     return "\n".join(lines)
 
 

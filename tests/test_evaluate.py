@@ -220,3 +220,11 @@ def test_evaluate_says_which_faces_it_scored(subset_dir, shipped_int8, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "scored: lfpw/testset 224" in result.stdout
     assert json.loads((tmp_path / "r.json").read_text())["scored"] == {"lfpw/testset": 224}
+
+
+def test_rank_correlation_by_hand():
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    assert evaluate.rank_correlation(a, a * 10) == pytest.approx(1.0)
+    assert evaluate.rank_correlation(a, -a) == pytest.approx(-1.0)
+    # Spearman: 1 - 6 * sum(d^2) / (n (n^2 - 1)) with d = (0, 1, 1, 0): 1 - 12 / 60.
+    assert evaluate.rank_correlation(a, np.array([1.0, 3.0, 2.0, 4.0])) == pytest.approx(0.8)
