@@ -24,6 +24,7 @@ import dataset
 import face_measures
 import predict
 
+NARROW_EYE_EAR = 0.2  # faces whose annotated EAR (mean of both eyes) is below this
 MEASURES = ("left_ear", "right_ear", "mar", "yaw", "pitch", "roll")
 
 
@@ -55,6 +56,9 @@ def compare(model: predict.LandmarkModel, faces) -> dict:
             rows.append([(from_pred[k], from_truth[k]) for k in MEASURES])
     pairs = np.array(rows, dtype=np.float64)  # [faces, measures, (predicted, annotated)]
     diff = np.abs(pairs[:, :, 0] - pairs[:, :, 1])
+    # Narrow or closed eyes are rare in 300-W: how does the model follow them?
+    ear_pred, ear_truth = pairs[:, :2, 0].mean(axis=1), pairs[:, :2, 1].mean(axis=1)
+    narrow = ear_truth < NARROW_EYE_EAR
     report = {"faces": len(faces), "compared": len(rows), "null_predicted": nulls["predicted"],
               "null_annotated": nulls["annotated"],
               "mean_abs_diff": {"ear": float(diff[:, :2].mean()), "mar": float(diff[:, 2].mean()),
@@ -62,7 +66,10 @@ def compare(model: predict.LandmarkModel, faces) -> dict:
                                 "roll": float(diff[:, 5].mean())},
               "annotated_abs_mean": {k: float(np.abs(pairs[:, i, 1]).mean()) for i, k in enumerate(MEASURES)},
               "annotated_max_abs": {k: float(np.abs(pairs[:, i, 1]).max()) for i, k in enumerate(MEASURES)},
-              "mean_face_fit_error": float(np.mean(fit_errors))}
+              "mean_face_fit_error": float(np.mean(fit_errors)),
+              "narrow_eyes": {"faces": int(narrow.sum()),
+                              "annotated_ear": float(ear_truth[narrow].mean()) if narrow.any() else None,
+                              "predicted_ear": float(ear_pred[narrow].mean()) if narrow.any() else None}}
     return report
 
 
@@ -78,6 +85,10 @@ def format_report(report: dict) -> str:
     lines += [f"| {k} (degrees) | {diff[k]:.2f} | {spread[k]:.1f} | {peak[k]:.1f} |" for k in ("yaw", "pitch", "roll")]
     lines.append(f"3D mean face fitted to the annotations: mean reprojection error "
                  f"{100 * report['mean_face_fit_error']:.1f} % of the inter-ocular distance")
+    narrow = report["narrow_eyes"]
+    if narrow["faces"]:
+        lines.append(f"{narrow['faces']} faces with narrow or closed eyes (annotated EAR < {NARROW_EYE_EAR}): "
+                     f"annotated EAR {narrow['annotated_ear']:.3f}, predicted {narrow['predicted_ear']:.3f} on average")
     return "\n".join(lines)
 
 

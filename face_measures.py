@@ -12,15 +12,19 @@ mouth aspect ratio on the inner lips. ``BlinkMonitor`` turns one face's per-fram
 into blinks, blink rate, PERCLOS, a drowsiness flag and yawns. docs/face_measures.md gives
 the definitions, the conventions and the sources of every default.
 
-Angles, in degrees, in the camera's frame (image x right, y down, optical axis forward):
+Angles, in degrees, of the head as the camera sees it: 0, 0, 0 is a level face looking
+straight into the camera, wherever it is in the picture (the angles are measured from the
+line of sight from the camera to the face, not from the optical axis, so a face near the
+edge of a photo does not look turned, and a wrong focal-length guess matters less):
 
 - ``yaw``   > 0: the face turns towards the image's right (its nose points right);
 - ``pitch`` > 0: the face tilts up (its nose points towards the image's top);
 - ``roll``  > 0: the face leans clockwise on screen, the eye on the image's right lower,
   the sign of ``geometry.roll_from_eyes``.
 
-The head's rotation is ``R = Rz(roll) @ Ry(-yaw) @ Rx(-pitch)`` (``rotation_from_angles``):
-roll is last, about the optical axis, so turning a photo in its plane by ``a`` degrees
+The head's rotation from the line of sight is ``Rz(roll) @ Ry(-yaw) @ Rx(-pitch)``
+(``rotation_from_angles``; ``line_of_sight_rotation`` @ it is the rotation in the camera's
+frame): roll comes last, so turning a photo in its plane about its centre by ``a`` degrees
 changes the roll by ``a`` and nothing else.
 
 NumPy and OpenCV only: this module runs on the Raspberry Pi path.
@@ -36,22 +40,24 @@ import cv2
 import numpy as np
 
 import geometry
+from config import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
 
-# 68-point (iBUG) index groups, 0-based. "Right" is the person's right: the eye on the
-# image's left in a frontal photo. Eye order p1..p6 as in Soukupova and Cech (2016):
-# p1, p4 the corners, p2, p3 the upper lid, p5, p6 the lower lid (p2 above p6, p3 above p5).
-RIGHT_EYE_68 = (36, 37, 38, 39, 40, 41)
-LEFT_EYE_68 = (42, 43, 44, 45, 46, 47)
+# 68-point (iBUG) index groups, 0-based. The eyes are geometry.RIGHT_EYE_68 (36-41, the
+# person's right: the image's left in a frontal photo) and geometry.LEFT_EYE_68 (42-47);
+# their six points are p1..p6 of Soukupova and Cech (2016): p1, p4 the corners, p2, p3 the
+# upper lid, p5, p6 the lower lid (p2 above p6, p3 above p5).
 # Inner lips: corners 60 and 64; upper lip 61, 62, 63 above lower lip 67, 66, 65.
 INNER_MOUTH_CORNERS_68 = (60, 64)
 INNER_LIP_PAIRS_68 = ((61, 67), (62, 66), (63, 65))
-OUTER_EYE_CORNERS_68 = (36, 45)
+OUTER_EYE_CORNERS_68 = (LEFT_EYE_OUTER, RIGHT_EYE_OUTER)  # 36, 45: on the image's left, right
 NOSE_TIP_68 = 30
 
-# The points solvePnP fits: brows, nose, eyes and the mouth corners. The jaw line is left
-# out: on a turned face it is the silhouette, which slides over the head instead of staying
-# on fixed 3D points; the lips and chin move with the mouth.
-POSE_POINTS_68 = tuple(range(17, 48)) + (48, 54)
+# The points solvePnP fits: the nose (27-35), the eye corners and the mouth corners, the
+# points that move least with the face's expression. Left out: the jaw line (on a turned
+# face it is the silhouette, which slides over the head instead of staying on fixed 3D
+# points), the eyelids (blinks), the lips and chin (speech, yawns) and the brows (raised
+# and frowned; they also pulled the annotated LFPW faces' pitch down by 2-3 degrees more).
+POSE_POINTS_68 = tuple(range(27, 36)) + (36, 39, 42, 45) + (48, 54)
 
 # 3D mean face, centimetres, object frame = camera frame of a frontal, upright face: x
 # towards the image's right (the person's left), y down, z away from the camera; origin
@@ -164,9 +170,9 @@ class MeasureOptions:
 
 @dataclass
 class HeadPose:
-    """solvePnP's answer for one face: angles in degrees, the rotation [3, 3] and the
-    translation [3] (cm) taking mean-face points into the camera frame, and the mean
-    reprojection error over POSE_POINTS_68 in pixels."""
+    """solvePnP's answer for one face: angles in degrees (from the line of sight), the
+    rotation [3, 3] and the translation [3] (cm) taking mean-face points into the camera
+    frame, and the mean reprojection error over POSE_POINTS_68 in pixels."""
 
     yaw: float
     pitch: float
@@ -228,15 +234,29 @@ def head_pose(landmarks_px: np.ndarray, image_size, focal_px: float | None = Non
     projected, _ = cv2.projectPoints(object_points, rvec, tvec, camera, no_distortion)
     fit_error = float(np.linalg.norm(projected[:, 0] - image_points, axis=1).mean())
     rotation = cv2.Rodrigues(rvec)[0]
-    yaw, pitch, roll = angles_from_rotation(rotation)
+    yaw, pitch, roll = angles_from_rotation(line_of_sight_rotation(tvec.ravel()).T @ rotation)
     return HeadPose(yaw, pitch, roll, rotation, tvec.ravel(), fit_error)
+
+
+def line_of_sight_rotation(position_cm) -> np.ndarray:
+    """[3, 3] the smallest rotation taking the optical axis (0, 0, 1) onto the line from the
+    camera to ``position_cm`` [3]. A head that faces the camera, anywhere in the picture,
+    has this rotation; the angles are measured from it."""
+    direction = np.asarray(position_cm, dtype=np.float64)
+    direction = direction / np.linalg.norm(direction)
+    axis = np.cross([0.0, 0.0, 1.0], direction)
+    sine, cosine = np.linalg.norm(axis), direction[2]
+    if sine < 1e-12:
+        return np.eye(3) if cosine > 0 else np.diag([1.0, -1.0, -1.0])
+    return cv2.Rodrigues(axis / sine * math.atan2(sine, cosine))[0]
 
 
 def project_mean_face(yaw: float, pitch: float, roll: float, translation_cm, image_size,
                       focal_px: float | None = None) -> np.ndarray:
-    """The mean face at a known pose as a camera sees it: [68, 2] pixels (for tests and
-    for checking a fit)."""
-    rvec = cv2.Rodrigues(rotation_from_angles(yaw, pitch, roll))[0]
+    """The mean face at a known pose (angles as head_pose measures them, from the line of
+    sight; origin at ``translation_cm``) as a camera sees it: [68, 2] pixels."""
+    rotation = line_of_sight_rotation(translation_cm) @ rotation_from_angles(yaw, pitch, roll)
+    rvec = cv2.Rodrigues(rotation)[0]
     projected, _ = cv2.projectPoints(MEAN_FACE_3D_CM, rvec, np.asarray(translation_cm, np.float64),
                                      camera_matrix(image_size, focal_px), np.zeros(4))
     return projected[:, 0]
@@ -259,8 +279,8 @@ def eye_aspect_ratios(landmarks_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """(left EAR, right EAR) of [..., 68, 2] landmarks, each [...]; left is the person's
     left eye (points 42-47)."""
     points = np.asarray(landmarks_px, dtype=np.float64)
-    return (eye_aspect_ratio(points[..., LEFT_EYE_68, :]),
-            eye_aspect_ratio(points[..., RIGHT_EYE_68, :]))
+    return (eye_aspect_ratio(points[..., geometry.LEFT_EYE_68, :]),
+            eye_aspect_ratio(points[..., geometry.RIGHT_EYE_68, :]))
 
 
 def mouth_aspect_ratio(landmarks_px: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+import face_measures
 import geometry
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -333,9 +334,12 @@ def parse_box(text: str) -> tuple:
 
 
 def image_record(name: str, image: np.ndarray, predictions: list[FacePrediction]) -> dict:
-    """The JSON record of one image (``predict.py --json``; app.py answers the same)."""
-    return {"image": name, "width": image.shape[1], "height": image.shape[0],
-            "faces": faces_json(predictions)}
+    """The JSON record of one image (``predict.py --json``; app.py answers the same;
+    docs/json_schema.md): each face with its pose, eyes and mouth (face_measures)."""
+    size = (image.shape[1], image.shape[0])
+    faces = [{**face, **face_measures.measure_face(prediction.landmarks_px, size)}
+             for face, prediction in zip(faces_json(predictions), predictions)]
+    return {"image": name, "width": image.shape[1], "height": image.shape[0], "faces": faces}
 
 
 def annotate_image(path, model: LandmarkModel, detector, box=None) -> tuple[dict, np.ndarray]:
@@ -480,7 +484,8 @@ def main(argv=None) -> int:
             print(f"error: {err}", file=sys.stderr)
             continue
         stem = out_dir / f"{path.stem}_landmarks"
-        cv2.imwrite(str(stem.with_suffix(".png")), draw_landmarks(image, record["faces"]))
+        cv2.imwrite(str(stem.with_suffix(".png")),
+                    face_measures.draw_measures(draw_landmarks(image, record["faces"]), record["faces"]))
         stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
         results.append(record)
         if record["faces"]:
