@@ -348,7 +348,8 @@ def measure_face(landmarks_px: np.ndarray, image_size, options: MeasureOptions |
 # Drawing
 # ---------------------------------------------------------------------------------------
 
-AXIS_COLORS_BGR = ((0, 0, 255), (0, 200, 0), (255, 80, 0))  # x red, up green, forward blue
+# x (the person's left) magenta, up yellow, forward blue: apart from the points' and lines' colours.
+AXIS_COLORS_BGR = ((255, 0, 255), (0, 220, 255), (255, 60, 0))
 
 
 def pose_axes_px(landmarks_px: np.ndarray, pose: dict, length_factor: float = 0.8) -> np.ndarray:
@@ -385,7 +386,7 @@ def draw_measures(image_bgr: np.ndarray, faces: list[dict], extra_lines=None) ->
         if pose.get("yaw") is not None:
             axes = np.round(pose_axes_px(face["landmarks"], pose)).astype(np.int32)
             for end, color in zip(axes[1:], AXIS_COLORS_BGR):
-                cv2.arrowedLine(image_bgr, tuple(axes[0]), tuple(end), color, thickness + 1,
+                cv2.arrowedLine(image_bgr, tuple(axes[0]), tuple(end), color, thickness + 2,
                                 cv2.LINE_AA, tipLength=0.15)
         x, y, w, h = face["box"]
         lines = measures_text(face) + list((extra_lines or {}).get(index, []))

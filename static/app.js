@@ -11,6 +11,9 @@
   const outline = JSON.parse(canvas.dataset.outline); // [first, last, closed]: predict.OUTLINE_68
   const maxUploadBytes = Number(document.body.dataset.maxUploadBytes);
   const COLORS = { box: "rgb(0, 160, 255)", line: "rgb(0, 220, 0)", point: "rgb(255, 0, 0)" };
+  // Head axes: x (the person's left) magenta, up yellow, forward (where the nose points)
+  // blue; face_measures.AXIS_COLORS_BGR.
+  const AXIS_COLORS = ["rgb(255, 0, 255)", "rgb(255, 220, 0)", "rgb(0, 60, 255)"];
   let latest = 0; // only the answer to the newest request is shown
 
   function setStatus(state, text) {
@@ -22,7 +25,7 @@
     facesList.replaceChildren();
     timingLine.textContent = "";
     canvas.width = canvas.height = 0;
-    canvas.dataset.points = canvas.dataset.faces = "0";
+    canvas.dataset.points = canvas.dataset.faces = canvas.dataset.axes = "0";
   }
 
   const megabytes = (bytes) => (bytes / 1048576).toFixed(1);
@@ -72,6 +75,53 @@
     report(record, roundTripMs);
   }
 
+  // face_measures.rotation_from_angles: Rz(roll) Ry(-yaw) Rx(-pitch), angles in degrees.
+  function rotationFromAngles(yaw, pitch, roll) {
+    const [y, p, r] = [-yaw, -pitch, roll].map((deg) => deg * Math.PI / 180);
+    const rx = [[1, 0, 0], [0, Math.cos(p), -Math.sin(p)], [0, Math.sin(p), Math.cos(p)]];
+    const ry = [[Math.cos(y), 0, Math.sin(y)], [0, 1, 0], [-Math.sin(y), 0, Math.cos(y)]];
+    const rz = [[Math.cos(r), -Math.sin(r), 0], [Math.sin(r), Math.cos(r), 0], [0, 0, 1]];
+    const mul = (a, b) => a.map((row) => [0, 1, 2].map((j) => row.reduce((s, v, k) => s + v * b[k][j], 0)));
+    return mul(rz, mul(ry, rx));
+  }
+
+  // face_measures.pose_axes_px: from the nose tip (point 30), 0.8 x the distance between the
+  // outer eye corners (36, 45) long, projected orthographically. [origin, x end, up end, forward end].
+  function poseAxes(landmarks, pose) {
+    const [ax, ay] = landmarks[36], [bx, by] = landmarks[45];
+    const length = 0.8 * Math.hypot(bx - ax, by - ay);
+    const rot = rotationFromAngles(pose.yaw, pose.pitch, pose.roll);
+    const [ox, oy] = landmarks[30];
+    const ends = [[rot[0][0], rot[1][0]], [-rot[0][1], -rot[1][1]], [-rot[0][2], -rot[1][2]]];
+    return [[ox, oy], ...ends.map(([dx, dy]) => [ox + length * dx, oy + length * dy])];
+  }
+
+  function drawAxes(ctx, face, unit) {
+    if (!face.pose || face.pose.yaw === null || face.pose.yaw === undefined) return 0;
+    const [origin, ...ends] = poseAxes(face.landmarks, face.pose);
+    ctx.lineWidth = unit + 2;
+    ends.forEach(([x, y], i) => {
+      ctx.strokeStyle = AXIS_COLORS[i];
+      ctx.beginPath();
+      ctx.moveTo(origin[0] + 0.5, origin[1] + 0.5);
+      ctx.lineTo(x + 0.5, y + 0.5);
+      ctx.stroke();
+    });
+    ctx.lineWidth = unit;
+    return 1;
+  }
+
+  const signed = (value) => `${value >= 0 ? "+" : "\u2212"}${Math.abs(value).toFixed(0)}°`;
+
+  // One face's pose and openness as a line of text, or why there are none.
+  function measuresText(face) {
+    if (!face.pose) return "";
+    if (face.pose.yaw === null) return face.pose.reason;
+    return `yaw ${signed(face.pose.yaw)}, pitch ${signed(face.pose.pitch)}, roll ${signed(face.pose.roll)} · ` +
+           `eyes (EAR) L ${face.eyes.left_ear.toFixed(2)} R ${face.eyes.right_ear.toFixed(2)} · ` +
+           `mouth (MAR) ${face.mouth.mar.toFixed(2)}`;
+  }
+
   // Landmarks are in OpenCV pixel coordinates (pixel centres on integers); a canvas puts
   // pixel centres at +0.5.
   function draw(picture, record) {
@@ -86,11 +136,12 @@
     }
     const unit = Math.max(1, Math.round(Math.max(record.width, record.height) / 500));
     ctx.lineWidth = unit;
-    let points = 0;
+    let points = 0, axes = 0;
     for (const face of record.faces) {
       const [x, y, w, h] = face.box;
       ctx.strokeStyle = COLORS.box;
       ctx.strokeRect(x + 0.5, y + 0.5, w, h);
+      axes += drawAxes(ctx, face, unit); // under the points
       ctx.strokeStyle = COLORS.line;
       for (const [first, last, closed] of outline) {
         ctx.beginPath();
@@ -108,6 +159,7 @@
     }
     canvas.dataset.points = String(points);
     canvas.dataset.faces = String(record.faces.length);
+    canvas.dataset.axes = String(axes);
     fitCanvas();
   }
 
@@ -128,6 +180,10 @@
       item.className = "face";
       item.dataset.points = String(face.landmarks.length);
       item.textContent = `${face.landmarks.length} points, box ${w}×${h} at (${x}, ${y})`;
+      const measures = document.createElement("span");
+      measures.className = "measures";
+      measures.textContent = measuresText(face);
+      item.append(measures);
       return item;
     }));
     const size = `${record.width}×${record.height}`;

@@ -196,3 +196,32 @@ def test_the_page_loads_nothing_from_elsewhere(browser, live_server):
     urls = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name);")
     assert urls and all(url.startswith(live_server) for url in urls), json.dumps(urls)
+
+
+def test_the_pose_axes_and_measures_are_shown(browser, live_server):
+    """The page draws each face's head axes where face_measures.pose_axes_px puts them, in
+    their colours, and lists the pose and the eye and mouth values."""
+    import numpy as np
+
+    import face_measures
+
+    assert choose_photo(browser, live_server, ASTRONAUT) == "done"
+    record = api_record(live_server, ASTRONAUT)
+    faces = [face for face in record["faces"] if face["pose"]["yaw"] is not None]
+    assert faces, record
+    canvas = browser.find_element("id", "canvas")
+    assert int(canvas.get_attribute("data-axes")) == len(faces)
+    rgb_of = {bgr: bgr[::-1] for bgr in face_measures.AXIS_COLORS_BGR}
+    for face in faces:
+        axes = face_measures.pose_axes_px(face["landmarks"], face["pose"])
+        for end, bgr in zip(axes[1:], face_measures.AXIS_COLORS_BGR):
+            if np.linalg.norm(end - axes[0]) < 12:  # seen end-on: too short to sample
+                continue
+            samples = [axes[0] + t * (end - axes[0]) for t in np.linspace(0.4, 0.95, 12)]
+            colours = canvas_colours(browser, samples)
+            assert any(np.abs(np.array(c) - rgb_of[bgr]).max() < 40 for c in colours), (bgr, colours)
+    texts = [li.find_element("css selector", ".measures").text
+             for li in browser.find_elements("css selector", "#faces li.face")]
+    face = record["faces"][0]
+    assert f"(EAR) L {face['eyes']['left_ear']:.2f} R {face['eyes']['right_ear']:.2f}" in texts[0]
+    assert f"MAR) {face['mouth']['mar']:.2f}" in texts[0] and "yaw" in texts[0]
