@@ -56,7 +56,7 @@ NOSE_TIP_68 = 30
 # points that move least with the face's expression. Left out: the jaw line (on a turned
 # face it is the silhouette, which slides over the head instead of staying on fixed 3D
 # points), the eyelids (blinks), the lips and chin (speech, yawns) and the brows (raised
-# and frowned; they also pulled the annotated LFPW faces' pitch down by 2-3 degrees more).
+# and frowned). docs/face_measures.md has the figures.
 POSE_POINTS_68 = tuple(range(27, 36)) + (36, 39, 42, 45) + (48, 54)
 
 # 3D mean face, centimetres, object frame = camera frame of a frontal, upright face: x
