@@ -129,7 +129,7 @@ def test_confidence_goes_into_the_json(int8_model, lfpw_faces):
     image = cv2.imread(face.image_path)
     record = predict.image_record("photo.jpg", image, int8_model.predict(image, [face.box_xywh]))
     (entry,) = record["faces"]
-    assert set(entry) == {"box", "score", "landmarks", "landmark_confidence"}
+    assert set(entry) == {"box", "score", "landmarks", "landmark_confidence", "pose", "eyes", "mouth"}
     assert len(entry["landmark_confidence"]) == 68 and 0 < entry["score"] <= 1
     assert entry["score"] == pytest.approx(np.mean(entry["landmark_confidence"]), abs=1e-3)
 
