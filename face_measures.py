@@ -76,7 +76,7 @@ MEDIAPIPE_VERTICES_68 = (
     (168, 6), (197, 195), (5,), (4,), (75,), (97,), (2,), (326,), (305,),  # nose 27-35
     (33,), (160,), (158,), (133,), (153,), (144,),  # right eye 36-41
     (362,), (385,), (387,), (263,), (373,), (380,),  # left eye 42-47
-    (61,), (39,), (37,), (0,), (267,), (269,), (291,), (321,), (314,), (17,), (84,), (91,),
+    (61,), (39,), (37,), (0,), (267,), (269,), (291,), (321,), (314,), (17,), (84,), (91,),  # lips 48-59
     (78,), (82,), (13,), (312,), (308,), (317,), (14,), (87,),  # inner lips 60-67
 )
 MEAN_FACE_3D_CM = np.array([
@@ -588,14 +588,29 @@ class BlinkMonitor:
 class FaceMonitors:
     """One BlinkMonitor per tracked face: the hook for predict.py's video loop.
 
-    ``update(timestamp_s, track_id, face)`` with a face's JSON (``eyes``, ``mouth`` as
-    measure_face gives them) returns that face's monitor state; ``forget(active_ids)``
+    ``observe(timestamp_s, track_id, face, landmarks_px, image_size)`` measures one tracked
+    face and feeds its monitor: it returns the face's video-log JSON (docs/json_schema.md).
+    ``update`` does the feeding alone for a face already measured; ``forget(active_ids)``
     drops the monitors of tracks that ended.
     """
 
-    def __init__(self, options: BlinkOptions | None = None):
+    def __init__(self, options: BlinkOptions | None = None, measure_options: MeasureOptions | None = None):
         self.options = options or BlinkOptions()
+        self.measure_options = measure_options or MeasureOptions()
         self.monitors: dict = {}
+
+    def observe(self, timestamp_s: float, track_id, face: dict, landmarks_px: np.ndarray, image_size) -> dict:
+        """``face`` (predict.faces_json's entry for one face) with ``track_id``, its
+        measures (``pose``, ``eyes``, ``mouth``) and ``monitor`` (BlinkMonitor.update's
+        state, ``new_events`` included)."""
+        record = {"track_id": track_id, **face, **measure_face(landmarks_px, image_size, self.measure_options)}
+        record["monitor"] = self.update(timestamp_s, track_id, record)
+        return record
+
+    def summary_lines(self, faces: list[dict]) -> dict:
+        """{index in faces: the monitor's lines} for draw_measures' ``extra_lines``."""
+        return {index: self.monitors[face["track_id"]].summary_lines()
+                for index, face in enumerate(faces) if face.get("track_id") in self.monitors}
 
     def update(self, timestamp_s: float, track_id, face: dict) -> dict:
         monitor = self.monitors.setdefault(track_id, BlinkMonitor(self.options))

@@ -523,3 +523,23 @@ def test_options_become_command_line_flags():
     assert "hysteresis" in parser.format_help()
     assert fm.event_text(2, {"type": "long_closure", "start_s": 3.0, "end_s": 4.2, "duration_s": 1.2}) == \
         "face 2: long closure at 3.00 s (1.20 s)"
+
+
+def test_observe_gives_the_video_log_record_of_a_tracked_face():
+    """FaceMonitors.observe: what the video loop calls per tracked face and frame."""
+    monitors = fm.FaceMonitors()
+    open_face = fm.project_mean_face(10, 0, 0, [0, 0, 50], IMAGE_SIZE)
+    upper, lower = [37, 38, 43, 44], [41, 40, 47, 46]
+    open_face[upper] += 0.4 * (open_face[upper] - open_face[lower])  # the mean face's EAR 0.23 -> 0.33
+    shut_face = open_face.copy()
+    shut_face[[37, 38, 43, 44]] = open_face[[41, 40, 47, 46]]
+    records = []
+    for frame, points in enumerate([open_face, shut_face, shut_face, open_face]):
+        face = {"box": [0, 0, 10, 10], "score": 0.9, "landmarks": points.tolist(), "landmark_confidence": None}
+        records.append(monitors.observe(frame / 30, 7, face, points, IMAGE_SIZE))
+    last = records[-1]
+    assert list(last)[:2] == ["track_id", "box"] and last["track_id"] == 7
+    assert last["pose"]["yaw"] == pytest.approx(10, abs=0.1) and last["eyes"]["left_ear"] > 0.3
+    assert [r["monitor"]["eyes_closed"] for r in records] == [False, True, True, False]
+    assert last["monitor"]["blinks"] == 1 and last["monitor"]["new_events"][0]["type"] == "blink"
+    assert monitors.summary_lines([last]) == {0: ["blinks 1 (-) PERCLOS - yawns 0"]}
