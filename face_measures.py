@@ -64,7 +64,7 @@ POSE_POINTS_68 = tuple(range(27, 36)) + (36, 39, 42, 45) + (48, 54)
 # towards the image's right (the person's left), y down, z away from the camera; origin
 # between the four eye corners. Derived from MediaPipe's canonical face model
 # (mediapipe/modules/face_geometry/data/canonical_face_model.obj, Apache License 2.0,
-# Copyright Google LLC; an average adult face in real-world centimetres): each 68-point
+# Copyright Google LLC; "a static 3D model of a human face" in centimetres): each 68-point
 # landmark is the mesh vertex, or the mean of the two vertices, listed in
 # MEDIAPIPE_VERTICES_68; y and z negated (MediaPipe: y up, z towards the camera); made exactly
 # left-right symmetric (mean with its mirror image, at most 0.95 cm apart before: the jaw
