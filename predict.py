@@ -333,20 +333,22 @@ def parse_box(text: str) -> tuple:
     return values
 
 
-def image_record(name: str, image: np.ndarray, predictions: list[FacePrediction]) -> dict:
+def image_record(name: str, image: np.ndarray, predictions: list[FacePrediction],
+                 measure_options: face_measures.MeasureOptions | None = None) -> dict:
     """The JSON record of one image (``predict.py --json``; app.py answers the same;
     docs/json_schema.md): each face with its pose, eyes and mouth (face_measures)."""
     size = (image.shape[1], image.shape[0])
-    faces = [{**face, **face_measures.measure_face(prediction.landmarks_px, size)}
+    faces = [{**face, **face_measures.measure_face(prediction.landmarks_px, size, measure_options)}
              for face, prediction in zip(faces_json(predictions), predictions)]
     return {"image": name, "width": image.shape[1], "height": image.shape[0], "faces": faces}
 
 
-def annotate_image(path, model: LandmarkModel, detector, box=None) -> tuple[dict, np.ndarray]:
+def annotate_image(path, model: LandmarkModel, detector, box=None,
+                   measure_options: face_measures.MeasureOptions | None = None) -> tuple[dict, np.ndarray]:
     """Detect (or take `box`) and predict: (the JSON record, the decoded image)."""
     image = load_image(path)
     boxes = [box] if box else detector.detect(image)
-    return image_record(str(path), image, model.predict(image, boxes)), image
+    return image_record(str(path), image, model.predict(image, boxes), measure_options), image
 
 
 # ---------------------------------------------------------------------------------------
@@ -457,6 +459,8 @@ def main(argv=None) -> int:
                         help="average with the mirrored face's prediction (2x time, a bit more accurate)")
     parser.add_argument("--video", help="a video file or a camera index (0, 1, ...)")
     parser.add_argument("--max-frames", type=int, default=0, help="stop video after this many frames")
+    parser.add_argument("--focal-px", type=float, help="camera focal length in pixels, for the head "
+                        "pose (default: the image's longer side; docs/face_measures.md)")
     args = parser.parse_args(argv)
     if not args.images and args.video is None:
         parser.error("give image files (or --video SOURCE)")
@@ -478,7 +482,8 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
         try:
-            record, image = annotate_image(path, model, detector, args.box)
+            record, image = annotate_image(path, model, detector, args.box,
+                                           face_measures.MeasureOptions(focal_px=args.focal_px))
         except InputError as err:
             errors.append(str(err))
             print(f"error: {err}", file=sys.stderr)

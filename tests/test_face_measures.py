@@ -10,6 +10,7 @@ lips are moved for known frames.
 from __future__ import annotations
 
 import argparse
+import json
 
 import cv2
 import numpy as np
@@ -543,3 +544,19 @@ def test_observe_gives_the_video_log_record_of_a_tracked_face():
     assert [r["monitor"]["eyes_closed"] for r in records] == [False, True, True, False]
     assert last["monitor"]["blinks"] == 1 and last["monitor"]["new_events"][0]["type"] == "blink"
     assert monitors.summary_lines([last]) == {0: ["blinks 1 (-) PERCLOS - yawns 0"]}
+
+
+def test_predict_takes_the_focal_length_for_the_pose(tmp_path, model):
+    """predict.py --focal-px reaches the pose; the default is the image's longer side."""
+    image_path = predict.Path(__file__).resolve().parents[1] / "imgs" / "test_image.jpeg"
+    records = {}
+    for focal in (None, 512, 3000):
+        out = tmp_path / str(focal)
+        argv = [str(image_path), "--out", str(out)] + ([] if focal is None else ["--focal-px", str(focal)])
+        assert predict.main(argv) == predict.EXIT_OK
+        records[focal] = json.loads((out / "test_image_landmarks.json").read_text())["faces"][0]
+    assert records[None]["pose"] == records[512]["pose"]  # 512 x 512 photo
+    points = np.array(records[3000]["landmarks"])
+    expected = fm.measure_face(points, (512, 512), fm.MeasureOptions(focal_px=3000))["pose"]
+    assert records[3000]["pose"] == pytest.approx(expected, abs=0.2)
+    assert records[3000]["pose"] != records[None]["pose"]
