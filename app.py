@@ -59,14 +59,14 @@ class LandmarkService:
     beyond that ``annotate`` raises Busy instead of queueing without bound.
     """
 
-    def __init__(self, model_path=predict.DEFAULT_MODEL, detector: str = "haar",
+    def __init__(self, model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT_DETECTOR,
                  workers: int = DEFAULT_WORKERS, max_pending: int = DEFAULT_MAX_PENDING):
         if detector not in predict.DETECTORS:
             raise predict.InputError(f"detector {detector!r}: unknown, choose from "
                                      f"{', '.join(sorted(predict.DETECTORS))}")
         self.model = predict.LandmarkModel(model_path)
         self.detector_name = detector
-        predict.DETECTORS[detector]()  # fail now, not on the first request, if it cannot load
+        predict.make_detector(detector)  # fail now, not on the first request, if it cannot load
         self.workers = workers
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="landmarks")
@@ -75,16 +75,16 @@ class LandmarkService:
     def _detector(self):
         detector = getattr(self._local, "detector", None)
         if detector is None:
-            detector = self._local.detector = predict.DETECTORS[self.detector_name]()
+            detector = self._local.detector = predict.make_detector(self.detector_name)
         return detector
 
     def _annotate(self, data: bytes, name: str) -> dict:
         started = time.perf_counter()
         image = predict.decode_image(data, name)
         decoded = time.perf_counter()
-        boxes = self._detector().detect(image)
+        detections = self._detector().detect(image)
         detected = time.perf_counter()
-        predictions = self.model.predict(image, boxes)
+        predictions = self.model.predict_detections(image, detections)
         done = time.perf_counter()
         return {**predict.image_record(name, image, predictions),
                 "timing_ms": {"decode": ms(decoded - started), "detect": ms(detected - decoded),
@@ -135,7 +135,7 @@ def json_error(status: int, message: str):
     return response
 
 
-def create_app(model_path=predict.DEFAULT_MODEL, detector: str = "haar",
+def create_app(model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT_DETECTOR,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
                max_pending: int = DEFAULT_MAX_PENDING) -> Flask:
     """The Flask app, with the model loaded once (InputError if it cannot be)."""
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (0.0.0.0: every interface, the whole network)")
     parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
-    parser.add_argument("--detector", choices=sorted(predict.DETECTORS), default="haar")
+    parser.add_argument("--detector", choices=sorted(predict.DETECTORS), default=predict.DEFAULT_DETECTOR)
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB)
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="images processed at once (one TFLite interpreter each)")

