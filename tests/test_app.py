@@ -77,7 +77,8 @@ def test_api_returns_what_predict_json_prints_for_a_real_face(client, lfpw_face)
     assert response.status_code == 200 and response.is_json
     record = response.get_json()
 
-    expected, _ = predict.annotate_image(image_path, predict.LandmarkModel(), predict.HaarDetector())
+    expected, _ = predict.annotate_image(image_path, predict.LandmarkModel(),
+                                           predict.make_detector(predict.DEFAULT_DETECTOR))
     assert without_timing(record) == {**expected, "image": image_path.name}
     found = matching_face(record, face)
     assert len(found["box"]) == 4 and np.asarray(found["landmarks"]).shape == (68, 2)

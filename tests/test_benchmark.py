@@ -1,0 +1,38 @@
+"""benchmark.py --e2e: faces found and NME on them, against hand-built faces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import benchmark
+import dataset
+import geometry
+
+
+def square_face(x0: float, y0: float, side: float) -> np.ndarray:
+    """68 points spread over a square; outer eye corners (36, 45) side/2 apart."""
+    points = np.stack([np.linspace(x0, x0 + side, 68), np.linspace(y0, y0 + side, 68)], 1)
+    points[36] = [x0 + side / 4, y0 + side / 3]
+    points[45] = [x0 + 3 * side / 4, y0 + side / 3]
+    return points
+
+
+def test_score_e2e_counts_matched_faces_and_averages_their_nme():
+    truth_a, truth_b = square_face(0, 0, 100), square_face(300, 0, 100)
+    faces = {"one.jpg": [dataset.Face("one.jpg", (0, 0, 100, 100), truth_a)],
+             "two.jpg": [dataset.Face("two.jpg", (300, 0, 100, 100), truth_b)]}
+    # photo one: a far-away false face, then the real one with every point 5 px off
+    # (NME 5 / 50 = 0.1); photo two: only a face elsewhere, so its face is missed
+    found = {"one.jpg": [((600, 600, 50, 50), truth_a + 100), (geometry.box_from_landmarks(truth_a), truth_a + [3, 4])],
+             "two.jpg": [((0, 0, 100, 100), truth_b)]}
+    row = benchmark.score_e2e(found, faces)
+    assert row["faces"] == 2 and row["found"] == 1
+    assert row["nme_ion"] == pytest.approx(0.1)
+    assert row["fr_008"] == 1.0
+
+
+def test_score_e2e_with_nothing_found_has_no_nme():
+    truth = square_face(0, 0, 100)
+    row = benchmark.score_e2e({"one.jpg": []}, {"one.jpg": [dataset.Face("one.jpg", (0, 0, 100, 100), truth)]})
+    assert row == {"faces": 1, "found": 0}
