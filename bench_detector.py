@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 import evaluate
+import geometry
 from benchmark import describe_machine
 from face_detector import BLAZEFACE_SPECS, BlazeFaceDetector, BlazeFaceModel, as_rgb
 
@@ -92,10 +93,9 @@ def bench_roll(faces, angles) -> list[dict]:
             if detection is None:
                 missed += 1
                 continue
-            true_roll = np.degrees(np.arctan2(*(truth[42:48].mean(0) - truth[36:42].mean(0))[::-1]))
-            roll_errors.append(abs(detection.roll_deg - true_roll))
+            roll_errors.append(abs(detection.roll_deg - geometry.roll_from_landmarks(truth)))
             for errors, roll in ((upright, detection.roll_deg), (tilted, 0.0)):
-                points = model.predict_box(photo, detection.training_box_xywh, roll)
+                points = model.predict_face(photo, detection.training_box_xywh, roll).landmarks_px
                 errors.append(evaluate.nme(points[None], truth[None])[0])
         rows.append({"angle_deg": angle, "faces": len(faces), "missed": missed,
                      "nme_roll_corrected": float(np.mean(upright)), "nme_not_corrected": float(np.mean(tilted)),

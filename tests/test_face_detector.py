@@ -17,6 +17,7 @@ import bench_detector
 import dataset
 import evaluate
 import face_detector as fd
+import geometry
 import predict
 from conftest import REPO_DIR, centroid, draw_dots
 
@@ -118,12 +119,6 @@ def test_weighted_nms_of_nothing_and_of_a_zero_area_box():
     assert len(scores) == 2  # no overlap to merge on, and no endless loop
 
 
-def test_roll_from_eyes_sign_convention():
-    assert fd.roll_from_eyes((0, 0), (10, 0)) == pytest.approx(0.0)
-    assert fd.roll_from_eyes((0, 0), (10, 10)) == pytest.approx(45.0)  # image-right eye lower
-    assert fd.roll_from_eyes((0, 0), (10, -10)) == pytest.approx(-45.0)
-
-
 def test_map_box_to_training_turns_the_shift_with_the_roll():
     box = (100.0, 200.0, 40.0, 10.0)  # centre (120, 205), sqrt(w h) = 20
     assert fd.map_box_to_training(box, 1.5, 0.0, 0.0) == pytest.approx((105.0, 190.0, 30.0, 30.0))
@@ -160,15 +155,11 @@ def test_blazeface_finds_the_annotated_faces_and_their_eyes(lfpw_faces, detector
                            np.linalg.norm(best.keypoints_px[1] - face.landmarks_px[42:48].mean(0))]
                           / inter_ocular)
         training_ious.append(evaluate.box_iou(best.training_box_xywh, face.box_xywh))
-        assert abs(best.roll_deg - evaluate_roll(face.landmarks_px)) < 8
+        assert abs(best.roll_deg - geometry.roll_from_landmarks(face.landmarks_px)) < 8
     assert missed <= 1
     assert np.median(eye_errors) < 0.08 and np.max(eye_errors) < 0.3
     # the training box frames the face as the dataset's box does
     assert np.median(training_ious) > 0.7 and min(training_ious) > 0.45
-
-
-def evaluate_roll(landmarks_px) -> float:
-    return fd.roll_from_eyes(landmarks_px[36:42].mean(0), landmarks_px[42:48].mean(0))
 
 
 def test_decoding_matches_a_brute_force_reading_of_the_raw_outputs(lfpw_faces):
@@ -257,10 +248,10 @@ def test_roll_correction_on_a_rotated_real_photo(lfpw_faces, angle_deg):
         detection = evaluate.match_detection(detector.detect(photo), dataset.replace(face, landmarks_px=truth))
         assert detection is not None, f"{face.image_path} rotated by {angle_deg}: face not found"
         # counter-clockwise turns raise the eye on the image's right: the roll goes negative
-        assert detection.roll_deg == pytest.approx(evaluate_roll(truth), abs=6)
-        assert np.sign(detection.roll_deg - evaluate_roll(face.landmarks_px)) == -np.sign(angle_deg)
-        upright = model.predict_box(photo, detection.training_box_xywh, detection.roll_deg)
-        tilted = model.predict_box(photo, detection.training_box_xywh, 0.0)
+        assert detection.roll_deg == pytest.approx(geometry.roll_from_landmarks(truth), abs=6)
+        assert np.sign(detection.roll_deg - geometry.roll_from_landmarks(face.landmarks_px)) == -np.sign(angle_deg)
+        upright = model.predict_face(photo, detection.training_box_xywh, detection.roll_deg).landmarks_px
+        tilted = model.predict_face(photo, detection.training_box_xywh, 0.0).landmarks_px
         corrected.append(evaluate.nme(upright[None], truth[None])[0])
         uncorrected.append(evaluate.nme(tilted[None], truth[None])[0])
     assert np.mean(corrected) < 0.06 and max(corrected) < 0.10
