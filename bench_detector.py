@@ -34,7 +34,7 @@ import numpy as np
 import evaluate
 import geometry
 from benchmark import describe_machine
-from face_detector import BLAZEFACE_SPECS, BlazeFaceDetector, BlazeFaceModel, as_rgb
+from face_detector import BLAZEFACE_SPECS, BlazeFaceDetector, BlazeFaceModel
 
 REPO = Path(__file__).resolve().parent
 FACE_WIDTHS = (16, 20, 24, 28, 32, 40, 48, 64, 80, 96, 128, 160, 200, 240, 320, 400)
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     faces = [faces[i] for i in np.linspace(0, len(faces) - 1, min(args.faces, len(faces))).round().astype(int)]
     models = {name: BlazeFaceModel(spec, threads=1) for name, spec in BLAZEFACE_SPECS.items()}
     detectors = {name: (lambda image, m=model: [(b[0], b[1], b[2] - b[0], b[3] - b[1])
-                                                 for b in m.detect(as_rgb(image))[0]])
+                                                 for b in m.detect(image)[0]])
                  for name, model in models.items()}
     detectors["auto"] = BlazeFaceDetector("auto", threads=1).detect_raw
     hits = {(c, w, r): 0 for c in CANVASES for w in FACE_WIDTHS for r in detectors}
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         print(f"{width:>14}{100 * width / max(CANVASES['wide']):>15.1f}%"
               + "".join(f"{100 * v:>11.0f}%" for v in rates.values()))
     ms = {name: round(1000 * statistics.median(t), 2) for name, t in times.items()}
-    print(f"detector time per canvas (colour conversion, letterbox, model, decoding; one thread, "
+    print(f"detector time per canvas (letterbox, colour conversion, model, decoding; one thread, "
           f"median): short {ms['short']} ms, full {ms['full']} ms, auto {ms['auto']} ms")
     roll_rows = bench_roll(faces, [s * a for a in args.roll for s in (1, -1)])
     if roll_rows:

@@ -16,7 +16,8 @@ ours with BlazeFace, ours with the Haar cascade, and dlib's HOG detector + shape
 (upsampling the photo once, as dlib's example does, and not at all). Per pipeline: faces found
 (a face counts as found when a detector box overlaps the box of its annotated points by IoU
 >= 0.3, as evaluate.py matches them), NME on the faces found, and ms per photo (detection +
-landmarks, from the decoded BGR photo; decoding itself is left out).
+landmarks, from the decoded BGR photo; decoding itself is left out), the pipelines taking
+turns photo by photo so that other load on the machine slows them alike.
 """
 
 from __future__ import annotations
@@ -236,18 +237,21 @@ def bench_e2e(args) -> int:
     reference = e2e_dataset_boxes(model_path, faces_by_image)
     table = {"ours, dataset boxes (no detection) + " + model_path.name: score_e2e(
         {path: reference(image, path) for path, image in images.items()}, faces_by_image)}
-    warmup = list(images.values())[:3]
-    for name, run in pipelines.items():
-        for image in warmup:
-            run(image)
-        found_by_image, times = {}, []
-        for path, image in images.items():
+    for run in pipelines.values():
+        for image in list(images.values())[:3]:
+            run(image)  # warm-up
+    # Photo by photo, every pipeline in turn: a busy machine slows them all alike.
+    found = {name: {} for name in pipelines}
+    times = {name: [] for name in pipelines}
+    for path, image in images.items():
+        for name, run in pipelines.items():
             started = time.perf_counter()
-            found_by_image[path] = run(image)
-            times.append(1000 * (time.perf_counter() - started))
-        table[name] = {**score_e2e(found_by_image, faces_by_image),
-                       "ms_per_photo_median": round(statistics.median(times), 2),
-                       "ms_per_photo_mean": round(statistics.mean(times), 2)}
+            found[name][path] = run(image)
+            times[name].append(1000 * (time.perf_counter() - started))
+    for name in pipelines:
+        table[name] = {**score_e2e(found[name], faces_by_image),
+                       "ms_per_photo_median": round(statistics.median(times[name]), 2),
+                       "ms_per_photo_mean": round(statistics.mean(times[name]), 2)}
 
     sizes = [f"{image.shape[1]}x{image.shape[0]}" for image in images.values()]
     widths = sorted(image.shape[1] for image in images.values())

@@ -138,18 +138,18 @@ def ssd_anchor_centres(input_dim: int, strides, interpolated_anchor: bool) -> np
     return np.concatenate(centres).astype(np.float64)
 
 
-def letterbox(image_rgb: np.ndarray, dim: int):
+def letterbox(image: np.ndarray, dim: int):
     """Fit a photo into a dim x dim square, keeping its aspect ratio, centred, black border.
 
     Returns ``(square, scale_xy, pad_xy)``: a photo edge coordinate X (pixel centres at
     i + 0.5) lands on square edge coordinate ``X * scale + pad``. Shrinking uses area
     averaging (no aliasing on big photos).
     """
-    height, width = image_rgb.shape[:2]
+    height, width = image.shape[:2]
     fit = dim / max(width, height)
     new_w, new_h = max(1, round(width * fit)), max(1, round(height * fit))
     interpolation = cv2.INTER_AREA if fit < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image_rgb, (new_w, new_h), interpolation=interpolation)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     pad_x, pad_y = (dim - new_w) // 2, (dim - new_h) // 2
     square = cv2.copyMakeBorder(resized, pad_y, dim - new_h - pad_y, pad_x, dim - new_w - pad_x,
                                 cv2.BORDER_CONSTANT, value=0)
@@ -257,11 +257,13 @@ class BlazeFaceModel:
         return (self.interpreter.get_tensor(self.regressor_index)[0],
                 self.interpreter.get_tensor(self.score_index)[0, :, 0])
 
-    def detect(self, image_rgb: np.ndarray, min_score: float | None = None):
-        """(boxes [N, 4] x0, y0, x1, y1 as photo edge coordinates, keypoints [N, 6, 2] in photo
-        pixel centres, scores [N]) after weighted NMS, best first."""
+    def detect(self, image: np.ndarray, min_score: float | None = None):
+        """A decoded photo (BGR, BGRA or grey, uint8) -> (boxes [N, 4] x0, y0, x1, y1 as photo
+        edge coordinates, keypoints [N, 6, 2] in photo pixel centres, scores [N]) after
+        weighted NMS, best first."""
         dim = self.spec.input_dim
-        square, scale, pad = letterbox(image_rgb, dim)
+        square, scale, pad = letterbox(image, dim)
+        square = as_rgb(square)  # converting the small square costs less than the photo
         regressors, logits = self.run(square)
         threshold = self.spec.min_score if min_score is None else min_score
         boxes, keypoints, scores = decode(regressors, logits, self.anchors, dim, threshold)
@@ -308,10 +310,11 @@ class BlazeFaceDetector:
     def _raw(self, image: np.ndarray):
         """[(spec, box_xywh, keypoints [6, 2], score)], best first (see the class docstring
         for which model's)."""
-        rgb = as_rgb(image)
-        min_width = self.SHORT_RANGE_MIN_WIDTH * max(rgb.shape[:2])
+        if image.dtype != np.uint8:
+            raise InputError(f"face detector: expected an 8-bit image, got {image.dtype}")
+        min_width = self.SHORT_RANGE_MIN_WIDTH * max(image.shape[:2])
         for model in self.models:
-            boxes, keypoints, scores = model.detect(rgb, self.min_score)
+            boxes, keypoints, scores = model.detect(image, self.min_score)
             last = model is self.models[-1]
             if last or (len(scores) and np.all(boxes[:, 2] - boxes[:, 0] >= min_width)):
                 return [(model.spec, (b[0], b[1], b[2] - b[0], b[3] - b[1]), k, s)
