@@ -107,9 +107,9 @@ class BlazeFaceSpec:
 
 BLAZEFACE_SPECS = {
     "short": BlazeFaceSpec("face_detection_short_range.tflite", 128, (8, 16, 16, 16), True, 0.5,
-                           scale=0.981, shift_x=-0.003, shift_y=-0.030),  # 2012 of 2012 faces matched
+                           scale=0.982, shift_x=-0.003, shift_y=-0.031),  # 2012 of 2012 faces matched
     "full": BlazeFaceSpec("face_detection_full_range_sparse.tflite", 192, (4,), False, 0.6,
-                          scale=0.921, shift_x=0.0, shift_y=0.016),  # 1966 of 2012 faces matched
+                          scale=0.921, shift_x=0.0, shift_y=0.016),  # 1955 of 2012 faces matched
 }
 NUM_COORDS = 16          # box (4) + 6 keypoints x (x, y)
 SCORE_CLIP = 100.0       # score_clipping_thresh before the sigmoid
@@ -142,18 +142,26 @@ def letterbox(image: np.ndarray, dim: int):
     """Fit a photo into a dim x dim square, keeping its aspect ratio, centred, black border.
 
     Returns ``(square, scale_xy, pad_xy)``: a photo edge coordinate X (pixel centres at
-    i + 0.5) lands on square edge coordinate ``X * scale + pad``. Shrinking uses area
-    averaging (no aliasing on big photos).
+    i + 0.5) lands on square edge coordinate ``X * scale + pad``. Big photos are first
+    halved by area averaging (exact 2x2 means, no aliasing) while they stay at least twice
+    the target size, then resized linearly: OpenCV's area averaging at a fractional factor
+    costs 30 times more. A halving drops the odd last row or column, if any; the returned
+    scale accounts for it.
     """
     height, width = image.shape[:2]
     fit = dim / max(width, height)
     new_w, new_h = max(1, round(width * fit)), max(1, round(height * fit))
-    interpolation = cv2.INTER_AREA if fit < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    halvings = 0
+    while 2 * new_w <= image.shape[1] and 2 * new_h <= image.shape[0]:
+        even_h, even_w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+        image = cv2.resize(image[:even_h, :even_w], (even_w // 2, even_h // 2), interpolation=cv2.INTER_AREA)
+        halvings += 1
+    kept_w, kept_h = image.shape[1] * 2 ** halvings, image.shape[0] * 2 ** halvings  # photo pixels
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     pad_x, pad_y = (dim - new_w) // 2, (dim - new_h) // 2
     square = cv2.copyMakeBorder(resized, pad_y, dim - new_h - pad_y, pad_x, dim - new_w - pad_x,
                                 cv2.BORDER_CONSTANT, value=0)
-    return square, np.array([new_w / width, new_h / height]), np.array([pad_x, pad_y], np.float64)
+    return square, np.array([new_w / kept_w, new_h / kept_h]), np.array([pad_x, pad_y], np.float64)
 
 
 def square_to_photo_points(points_norm: np.ndarray, dim: int, scale_xy, pad_xy) -> np.ndarray:
