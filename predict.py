@@ -396,7 +396,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--box", type=parse_box, help="face box x,y,w,h: skip detection")
     parser.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR,
-                        help="face detector (blazeface: short range, then full range if nothing found)")
+                        help="face detector (blazeface: the short range model, or the full range one for small faces; see models/DETECTORS.md)")
     parser.add_argument("--threads", type=int, default=1, help="TFLite interpreter threads")
     parser.add_argument("--flip-average", action="store_true",
                         help="average with the mirrored face's prediction (2x time, a bit more accurate)")
