@@ -333,9 +333,8 @@ def test_draw_measures_draws_the_axes_and_survives_null_faces():
 
 def test_image_record_carries_the_measures(model):
     image = predict.load_image(predict.Path(__file__).resolve().parents[1] / "imgs" / "test_image.jpeg")
-    detector = predict.DETECTORS["haar"]()
-    boxes = detector.detect(image)
-    record = predict.image_record("test_image.jpeg", image, model.predict(image, boxes))
+    detections = predict.make_detector(predict.DEFAULT_DETECTOR).detect(image)
+    record = predict.image_record("test_image.jpeg", image, model.predict_detections(image, detections))
     assert record["faces"]
     for face in record["faces"]:
         assert set(face["pose"]) == {"yaw", "pitch", "roll", "reason"}
