@@ -35,10 +35,13 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ea
 RIGHT_EYE_KEYPOINT, LEFT_EYE_KEYPOINT = 0, 1
 
 MEDIAPIPE_WHEEL = "mediapipe==0.10.14"
-HOW_TO_GET_MODELS = (f"it ships in the repository's models/ folder; to get it again: "
-                     f"pip download --no-deps {MEDIAPIPE_WHEEL} and extract "
-                     f"mediapipe/modules/face_detection/<name> from the wheel into models/ "
-                     f"(see models/DETECTORS.md)")
+
+
+def how_to_get(file_name: str) -> str:
+    """Where a BlazeFace model file comes from, for error messages."""
+    return (f"it ships in the repository's models/ folder; to get it again: pip download "
+            f"--no-deps {MEDIAPIPE_WHEEL} and extract mediapipe/modules/face_detection/{file_name} "
+            f"from the wheel into models/ (see models/DETECTORS.md)")
 
 
 class InputError(ValueError):
@@ -232,7 +235,7 @@ class BlazeFaceModel:
         self.spec = spec
         self.path = Path(models_dir) / spec.file_name
         if not self.path.is_file():
-            raise InputError(f"{self.path}: face detector model not found; {HOW_TO_GET_MODELS}")
+            raise InputError(f"{self.path}: face detector model not found; {how_to_get(spec.file_name)}")
         try:
             self.interpreter = make_interpreter(str(self.path), threads)
             self.interpreter.allocate_tensors()
@@ -240,7 +243,7 @@ class BlazeFaceModel:
             raise
         except Exception as err:  # noqa: BLE001 - the runtime's own error for a non-TFLite file
             raise InputError(f"{self.path}: not a TFLite model ({str(err).splitlines()[0]}); "
-                             f"{HOW_TO_GET_MODELS}") from None
+                             f"{how_to_get(spec.file_name)}") from None
         self.anchors = ssd_anchor_centres(spec.input_dim, spec.strides, spec.interpolated_anchor)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         want_in = [1, spec.input_dim, spec.input_dim, 3]
@@ -252,7 +255,7 @@ class BlazeFaceModel:
                 f"{self.path}: tensors {[list(i['shape']) for i in inputs]} -> "
                 f"{[list(o['shape']) for o in outputs]}, expected {want_in} -> "
                 f"[1, {len(self.anchors)}, {NUM_COORDS}] and [1, {len(self.anchors)}, 1] "
-                f"(MediaPipe's {spec.file_name}); {HOW_TO_GET_MODELS}")
+                f"(MediaPipe's {spec.file_name}); {how_to_get(spec.file_name)}")
         self.input_index = inputs[0]["index"]
         self.regressor_index = by_width[NUM_COORDS]["index"]
         self.score_index = by_width[1]["index"]

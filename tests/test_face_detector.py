@@ -271,6 +271,7 @@ def test_missing_detector_file_names_it_and_how_to_get_it(tmp_path):
     message = str(error.value)
     assert str(tmp_path / SHORT.file_name) in message and "not found" in message
     assert "pip download --no-deps mediapipe==0.10.14" in message and "DETECTORS.md" in message
+    assert f"mediapipe/modules/face_detection/{SHORT.file_name}" in message
 
 
 def test_corrupt_detector_file_names_it(tmp_path):
