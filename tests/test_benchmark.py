@@ -36,3 +36,24 @@ def test_score_e2e_with_nothing_found_has_no_nme():
     truth = square_face(0, 0, 100)
     row = benchmark.score_e2e({"one.jpg": []}, {"one.jpg": [dataset.Face("one.jpg", (0, 0, 100, 100), truth)]})
     assert row == {"faces": 1, "found": 0}
+
+
+@pytest.mark.parametrize("face_width", [20.0, 64.0, 150.0, 400.0])
+def test_place_face_puts_the_scaled_box_where_it_says(face_width):
+    """bench_detector's canvases: the returned box is the scaled box, centred on the canvas,
+    and the photo's content moved with it."""
+    import cv2
+
+    import bench_detector
+    from conftest import centroid, draw_dots
+
+    box = (60.0, 40.0, 100.0, 120.0)  # centre (110, 100)
+    photo = draw_dots(np.zeros((240, 300), np.uint8), [(110 - 0.5, 100 - 0.5)], sigma=8, amplitude=250)
+    canvas, placed = bench_detector.place_face(cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR), box, face_width, (640, 360))
+    assert canvas.shape == (360, 640, 3)
+    x, y, w, h = placed
+    assert w == pytest.approx(face_width, rel=0.02) and h == pytest.approx(1.2 * face_width, rel=0.02)
+    assert (x + w / 2, y + h / 2) == (pytest.approx(320, abs=0.5), pytest.approx(180, abs=0.5))
+    # the dot drawn at the box centre (pixel centres: edge - 0.5) is at the placed box's centre
+    found = centroid(np.clip(canvas[:, :, 0].astype(float) - 128, 0, None))
+    np.testing.assert_allclose(found, [x + w / 2 - 0.5, y + h / 2 - 0.5], atol=0.1 * max(1.0, face_width / 100))
