@@ -204,6 +204,14 @@ def roll_from_landmarks(landmarks_px: np.ndarray) -> float:
     return roll_from_eyes(points[RIGHT_EYE_68].mean(axis=0), points[LEFT_EYE_68].mean(axis=0))
 
 
+def roll_shift_correction(crop_shift_y: float, roll_deg: float) -> tuple[float, float]:
+    """frame_face's ``shift_xy`` that moves the crop_shift_y shift (applied down the photo's
+    vertical) onto the face's own vertical, for a face rolled by ``roll_deg``: its "down" is
+    (-sin, cos) of the roll in the photo (y down)."""
+    theta = math.radians(roll_deg)
+    return (-crop_shift_y * math.sin(theta), crop_shift_y * (math.cos(theta) - 1.0))
+
+
 def frame_face(image: np.ndarray, box_xywh, image_dim: int, crop_margin: float,
                crop_shift_y: float = 0.0, angle_deg: float = 0.0, flip: bool = False,
                scale: float = 1.0, shift_xy=(0.0, 0.0)):

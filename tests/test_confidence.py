@@ -172,3 +172,20 @@ def test_evaluate_reports_face_scores_on_faces_and_on_moved_boxes(lfpw_faces):
               for f in lfpw_faces[:10]]
     assert check["faces"]["median"] == pytest.approx(np.median(scores), abs=1e-6)
     assert "moved_boxes" in evaluate.format_face_scores(check)
+
+
+@pytest.mark.parametrize("roll", [0.0, 30.0, -90.0])
+def test_the_crop_of_a_rolled_face_is_shifted_down_the_face_not_the_photo(roll):
+    """frame_face shifts the crop down the photo by crop_shift_y of its side; with the roll
+    correction the shift runs down the face: the crop centre sits at the box centre plus
+    crop_shift_y * side along the face's own "down" direction."""
+    box, margin, shift_y, dim = (100.0, 80.0, 60.0, 60.0), 0.2, 0.06, 64
+    image = np.zeros((300, 300), np.uint8)
+    correction = geometry.roll_shift_correction(shift_y, roll)
+    _, matrix = geometry.frame_face(image, box, dim, margin, shift_y, angle_deg=roll, shift_xy=correction)
+    side = 60.0 * (1 + 2 * margin)
+    theta = math.radians(roll)
+    box_centre = np.array([100 + 30 - 0.5, 80 + 30 - 0.5])
+    expected = box_centre + shift_y * side * np.array([-math.sin(theta), math.cos(theta)])
+    crop_centre = geometry.transform_points(np.array([[(dim - 1) / 2, (dim - 1) / 2]]), geometry.invert(matrix))[0]
+    assert crop_centre == pytest.approx(expected, abs=1e-9)
