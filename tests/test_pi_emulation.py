@@ -1,0 +1,173 @@
+"""predict.py and app.py as a Raspberry Pi runs them: Debian bookworm's arm64 Python 3.11 and
+the aarch64 wheels of requirements-pi.txt under user-mode QEMU, on emulated Pi 4
+(Cortex-A72) and Pi 5 (Cortex-A76) cores, give this machine's landmarks.
+
+Needs qemu-user-static (.ci/run installs it); the sysroot and wheels are fetched once into
+pi_emulation's cache. Without QEMU the test is skipped on a developer's machine and fails in
+CI. Emulation says nothing about speed: nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+import dataset
+import pi_emulation
+from conftest import REPO_DIR
+
+ASTRONAUT = REPO_DIR / "imgs" / "test_image.jpeg"
+MODELS = {kind: REPO_DIR / "models" / f"landmarks_{kind}.tflite" for kind in ("int8", "float32")}
+PI_CORES = [pi_emulation.PI4.qemu_cpu, pi_emulation.PI5.qemu_cpu]
+TOLERANCE_PX = 0.5
+LFPW_PHOTOS = 4
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pi() -> pi_emulation.PiEnvironment:
+    """The emulated Pi (bookworm, Python 3.11), made or taken from the cache."""
+    if shutil.which(pi_emulation.QEMU) is None:
+        message = f"{pi_emulation.QEMU} not found: apt-get install qemu-user-static (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return pi_emulation.prepare("bookworm", log=lambda message: None)
+
+
+@pytest.fixture(scope="module")
+def photos(subset_dir) -> list[str]:
+    """The bundled photo and the first few LFPW test photos."""
+    faces = dataset.parse_dlib_xml(subset_dir / "labels_ibug_300W_test.xml")
+    lfpw = list(dict.fromkeys(str(face.image_path) for face in faces))[:LFPW_PHOTOS]
+    return [str(ASTRONAUT), *lfpw]
+
+
+@pytest.fixture(scope="module")
+def x86_records(pi_python, photos, tmp_path_factory) -> dict:
+    """predict.py --json on this machine (x86-64, the TensorFlow-free venv), per model."""
+    out = tmp_path_factory.mktemp("x86")
+    return {kind: pi_emulation.predict_json([pi_python], photos, str(model), out)
+            for kind, model in MODELS.items()}
+
+
+def assert_same_faces(emulated: list[dict], reference: list[dict], where: str) -> None:
+    assert [r["image"] for r in emulated] == [r["image"] for r in reference], where
+    for emu, ref in zip(emulated, reference):
+        assert len(emu["faces"]) == len(ref["faces"]), f"{where}: {ref['image']}"
+        for emu_face, ref_face in zip(emu["faces"], ref["faces"]):
+            np.testing.assert_allclose(emu_face["box"], ref_face["box"], rtol=0, atol=TOLERANCE_PX,
+                                       err_msg=f"{where}: {ref['image']}")
+            np.testing.assert_allclose(emu_face["landmarks"], ref_face["landmarks"], rtol=0,
+                                       atol=TOLERANCE_PX, err_msg=f"{where}: {ref['image']}")
+
+
+def test_the_emulated_python_is_a_pi(pi):
+    probe = ("import json, platform, sys; from importlib.metadata import version; "
+             "model = [l for l in open('/proc/cpuinfo') if l.startswith('Model')]; "
+             "print(json.dumps([platform.machine(), sys.version_info[:2], version('ai-edge-litert'), "
+             "model[0].split(':', 1)[1].strip()]))")
+    result = pi.run(pi_emulation.PI4.qemu_cpu, ["-c", probe], capture_output=True, text=True,
+                    timeout=300)
+    assert result.returncode == 0, result.stderr
+    machine, python, litert, board = json.loads(result.stdout)
+    assert machine == "aarch64" and python == [3, 11]
+    assert litert.startswith("2.3.")
+    assert board == "Raspberry Pi 4 Model B Rev 1.4"
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+@pytest.mark.parametrize("qemu_cpu", PI_CORES)
+def test_predict_on_an_emulated_pi_gives_the_x86_landmarks(pi, photos, x86_records, kind, qemu_cpu,
+                                                           tmp_path):
+    reference = x86_records[kind]
+    assert sum(len(r["faces"]) for r in reference) >= len(photos)  # something to compare
+    emulated = pi_emulation.predict_json(pi.command(qemu_cpu, []), photos, str(MODELS[kind]),
+                                         tmp_path, env=pi.env())
+    assert_same_faces(emulated, reference, f"{kind} on {qemu_cpu}")
+
+
+def start_app_server(pi, qemu_cpu: str, log_path) -> tuple[subprocess.Popen, str]:
+    """app.py on port 0 under emulation: (the process, its http://127.0.0.1:PORT address)."""
+    log = open(log_path, "w")
+    server = subprocess.Popen(pi.command(qemu_cpu, ["app.py", "--host", "127.0.0.1", "--port", "0"]),
+                              cwd=REPO_DIR, env=pi.env(), stdout=subprocess.PIPE, stderr=log, text=True)
+    selector = selectors.DefaultSelector()
+    selector.register(server.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and server.poll() is None:
+        if selector.select(timeout=1):
+            line = server.stdout.readline()
+            if "serving on " in line:
+                return server, line.split("serving on ", 1)[1].strip().rstrip("/")
+    server.kill()
+    server.wait()
+    raise AssertionError(f"app.py did not start under emulation: {log_path.read_text()[-2000:]}")
+
+
+def test_the_web_api_answers_on_an_emulated_pi(pi, photos, x86_records, tmp_path):
+    server, address = start_app_server(pi, pi_emulation.PI5.qemu_cpu, tmp_path / "app.log")
+    try:
+        with urllib.request.urlopen(f"{address}/healthz", timeout=120) as response:
+            health = json.loads(response.read())
+        assert health["status"] == "ok" and health["model"] == MODELS["int8"].name
+        for photo, reference in list(zip(photos, x86_records["int8"]))[:2]:
+            request = urllib.request.Request(f"{address}/api/landmarks", method="POST",
+                                             data=open(photo, "rb").read())
+            with urllib.request.urlopen(request, timeout=300) as response:
+                assert response.status == 200
+                record = json.loads(response.read())
+            assert record["image"] == "upload"
+            assert (record["width"], record["height"]) == (reference["width"], reference["height"])
+            assert_same_faces([{**record, "image": photo}], [reference], "app.py on cortex-a76")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+# ---------------------------------------------------------------------------------------
+# The script's own logic, on hand-built records
+# ---------------------------------------------------------------------------------------
+
+def record(name: str, *faces) -> dict:
+    return {"image": name, "faces": [{"box": box, "landmarks": points} for box, points in faces]}
+
+
+def test_largest_difference_over_boxes_and_points():
+    reference = [record("a.jpg", ([10, 20, 30, 30], [[1.0, 2.0], [3.0, 4.0]])),
+                 record("b.jpg")]
+    emulated = [record("a.jpg", ([10, 20.25, 30, 30], [[1.0, 2.0], [3.0, 4.75]])),
+                record("b.jpg")]
+    assert pi_emulation.largest_difference(reference, emulated) == (0.25, 0.75)
+    assert pi_emulation.largest_difference(reference, reference) == (0.0, 0.0)
+
+
+def test_faces_or_images_that_do_not_pair_up_are_infinitely_different():
+    one_face = [record("a.jpg", ([0, 0, 5, 5], [[1.0, 1.0]]))]
+    assert pi_emulation.largest_difference(one_face, [record("a.jpg")]) == (np.inf, np.inf)
+    assert pi_emulation.largest_difference(one_face, [record("b.jpg", ([0, 0, 5, 5], [[1.0, 1.0]]))]) \
+        == (np.inf, np.inf)
+
+
+def test_the_fake_cpuinfo_describes_four_pi_cores():
+    text = pi_emulation.cpuinfo_text(pi_emulation.PI5)
+    entries = [block for block in text.split("\n\n") if block.startswith("processor")]
+    assert [block.splitlines()[0] for block in entries] == [f"processor\t: {n}" for n in range(4)]
+    assert all("CPU part\t: 0xd0b" in block and "CPU implementer\t: 0x41" in block for block in entries)
+    assert text.endswith("Model\t\t: Raspberry Pi 5 Model B Rev 1.0\n")
+
+
+def test_sme_on_old_qemu_is_flagged():
+    assert "SME" in pi_emulation.sme_warning("max", (7, 2))
+    assert pi_emulation.sme_warning("max,sme=off", (7, 2)) is None
+    assert pi_emulation.sme_warning("max", (10, 0)) is None
+    assert pi_emulation.sme_warning("cortex-a76", (7, 2)) is None
