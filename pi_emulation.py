@@ -272,14 +272,14 @@ def prepare(release: str = "bookworm", cache: Path | None = None, log=print,
     taken from the cache): ready to run."""
     if release not in PYTHON_OF_OS:
         raise EmulationError(f"--os {release}: unknown, choose from {', '.join(PYTHON_OF_OS)}")
-    qemu = shutil.which(qemu) if qemu else find_qemu()
-    if qemu is None:
-        raise EmulationError("--qemu: no such program")
+    found = shutil.which(qemu) if qemu else find_qemu()
+    if found is None:
+        raise EmulationError(f"--qemu {qemu}: no such program")
     cache = Path(cache or default_cache()).resolve()
     cache.mkdir(parents=True, exist_ok=True)
     sysroot = build_sysroot(cache, release, log)
     site = install_wheels(cache, PYTHON_OF_OS[release], log=log)
-    return PiEnvironment(qemu, sysroot, site, PYTHON_OF_OS[release], cache)
+    return PiEnvironment(found, sysroot, site, PYTHON_OF_OS[release], cache)
 
 
 def qemu_version(qemu: str) -> tuple[int, int]:
@@ -414,10 +414,12 @@ def main(argv=None) -> int:
             return 0
         if args.command == "run":
             python_args = args.args[1:] if args.args[:1] == ["--"] else args.args
-            return pi.run(args.cpu, python_args).returncode
+            return pi.run(args.cpu, python_args, cwd=Path.cwd()).returncode
         models = args.models or [str(REPO_DIR / "models" / f"landmarks_{kind}.tflite")
                                  for kind in ("int8", "float32")]
-        rows = compare(pi, args.images, models, cpus, args.host_python, args.tolerance)
+        images = [str(Path(image).resolve()) for image in args.images]  # predict.py runs in the repo
+        rows = compare(pi, images, [str(Path(model).resolve()) for model in models], cpus,
+                       args.host_python, args.tolerance)
     except EmulationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
