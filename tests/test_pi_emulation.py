@@ -1,6 +1,6 @@
 """predict.py and app.py as a Raspberry Pi runs them: Debian bookworm's arm64 Python 3.11 and
 the aarch64 wheels of requirements-pi.txt under user-mode QEMU, on emulated Pi 4
-(Cortex-A72) and Pi 5 (Cortex-A76) cores, give this machine's landmarks.
+(Cortex-A72) and Pi 5 (Cortex-A76) cores, give this machine's landmarks (and confidences).
 
 Needs qemu-user-static (.ci/run installs it); the sysroot and wheels are fetched once into
 pi_emulation's cache. Without QEMU the test is skipped on a developer's machine and fails in
@@ -28,6 +28,7 @@ ASTRONAUT = REPO_DIR / "imgs" / "test_image.jpeg"
 MODELS = {kind: REPO_DIR / "models" / f"landmarks_{kind}.tflite" for kind in ("int8", "float32")}
 PI_CORES = [pi_emulation.PI4.qemu_cpu, pi_emulation.PI5.qemu_cpu]
 TOLERANCE_PX = 0.5
+TOLERANCE_CONFIDENCE = 0.01  # face score and per-point confidence, in [0, 1]
 LFPW_PHOTOS = 4
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,13 @@ def assert_same_faces(emulated: list[dict], reference: list[dict], where: str) -
                                        err_msg=f"{where}: {ref['image']}")
             np.testing.assert_allclose(emu_face["landmarks"], ref_face["landmarks"], rtol=0,
                                        atol=TOLERANCE_PX, err_msg=f"{where}: {ref['image']}")
+            for key in ("score", "landmark_confidence"):  # null for a model without confidences
+                if ref_face[key] is None:
+                    assert emu_face[key] is None, f"{where}: {ref['image']} {key}"
+                else:
+                    np.testing.assert_allclose(emu_face[key], ref_face[key], rtol=0,
+                                               atol=TOLERANCE_CONFIDENCE,
+                                               err_msg=f"{where}: {ref['image']} {key}")
 
 
 def test_the_emulated_python_is_a_pi(pi):
