@@ -348,7 +348,7 @@ def compare(pi: PiEnvironment, images: list[str], models: list[str], qemu_cpus: 
                 emulated = predict_json(pi.command(qemu_cpu, []), images, model,
                                         Path(tmp) / qemu_cpu, env=pi.env())
                 box_diff, point_diff = largest_difference(reference, emulated)
-                rows.append({"cpu": qemu_cpu, "model": Path(model).name, "images": len(images),
+                rows.append({"cpu": qemu_cpu, "model": Path(model).name, "images": len(reference),
                              "faces": sum(len(r["faces"]) for r in reference),
                              "max_box_diff_px": box_diff, "max_point_diff_px": point_diff,
                              "same": point_diff <= tolerance_px and box_diff <= tolerance_px})
