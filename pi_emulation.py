@@ -308,11 +308,13 @@ def sme_warning(qemu_cpu: str, version: tuple[int, int]) -> str | None:
 # Comparing with this machine
 # ---------------------------------------------------------------------------------------
 
-def predict_json(command: list[str], images: list[str], model: str, out_dir: Path, env=None) -> list[dict]:
-    """predict.py --json's records of `images` (a list, even for one image)."""
+def predict_json(command: list[str], images: list[str], model: str, out_dir: Path, env=None,
+                 options: tuple = ()) -> list[dict]:
+    """predict.py --json's records of `images` (a list, even for one image); `options` are
+    more predict.py flags."""
     result = subprocess.run([*command, "predict.py", *images, "--model", model, "--json",
-                             "--out", str(out_dir)], cwd=REPO_DIR, env=env, capture_output=True,
-                            text=True, timeout=900)
+                             "--out", str(out_dir), *options], cwd=REPO_DIR, env=env,
+                            capture_output=True, text=True, timeout=900)
     if result.returncode not in (0, 3):  # 3: some image had no face, still comparable
         tail = "\n  ".join(result.stderr.strip().splitlines()[-5:])
         raise EmulationError(f"predict.py exited with {result.returncode}:\n  {tail}")
@@ -338,15 +340,16 @@ def largest_difference(reference: list[dict], emulated: list[dict]) -> tuple[flo
 
 
 def compare(pi: PiEnvironment, images: list[str], models: list[str], qemu_cpus: list[str],
-            host_python: str, tolerance_px: float) -> list[dict]:
+            host_python: str, tolerance_px: float, detector: str = "haar") -> list[dict]:
     """predict.py on this machine and on each emulated core: one row per (core, model)."""
     rows = []
+    options = ("--detector", detector)
     with tempfile.TemporaryDirectory(prefix="pi_emulation.") as tmp:
         for model in models:
-            reference = predict_json([host_python], images, model, Path(tmp) / "host")
+            reference = predict_json([host_python], images, model, Path(tmp) / "host", options=options)
             for qemu_cpu in qemu_cpus:
                 emulated = predict_json(pi.command(qemu_cpu, []), images, model,
-                                        Path(tmp) / qemu_cpu, env=pi.env())
+                                        Path(tmp) / qemu_cpu, env=pi.env(), options=options)
                 box_diff, point_diff = largest_difference(reference, emulated)
                 rows.append({"cpu": qemu_cpu, "model": Path(model).name, "images": len(reference),
                              "faces": sum(len(r["faces"]) for r in reference),
@@ -395,6 +398,11 @@ def main(argv=None) -> int:
                        help="a .tflite, repeatable (default: the int8 and float32 models)")
     check.add_argument("--host-python", default=sys.executable,
                        help="python that runs the reference on this machine (default: this one)")
+    check.add_argument("--detector", default="haar",
+                       help="predict.py's face detector (default %(default)s: its boxes are whole "
+                            "pixels on any machine; BlazeFace's differ by ~1e-5 px between x86 "
+                            "and ARM, which moves int8 points by up to ~2 px, see "
+                            "docs/raspberry_pi.md)")
     check.add_argument("--tolerance", type=float, default=0.5, help="pixels (default %(default)s)")
     check.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
@@ -419,7 +427,7 @@ def main(argv=None) -> int:
                                  for kind in ("int8", "float32")]
         images = [str(Path(image).resolve()) for image in args.images]  # predict.py runs in the repo
         rows = compare(pi, images, [str(Path(model).resolve()) for model in models], cpus,
-                       args.host_python, args.tolerance)
+                       args.host_python, args.tolerance, args.detector)
     except EmulationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

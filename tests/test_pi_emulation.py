@@ -23,6 +23,7 @@ import pytest
 import dataset
 import pi_emulation
 from conftest import REPO_DIR
+from face_detector import DEFAULT_DETECTOR
 
 ASTRONAUT = REPO_DIR / "imgs" / "test_image.jpeg"
 MODELS = {kind: REPO_DIR / "models" / f"landmarks_{kind}.tflite" for kind in ("int8", "float32")}
@@ -54,11 +55,18 @@ def photos(subset_dir) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def x86_records(pi_python, photos, tmp_path_factory) -> dict:
-    """predict.py --json on this machine (x86-64, the TensorFlow-free venv), per model."""
-    out = tmp_path_factory.mktemp("x86")
-    return {kind: pi_emulation.predict_json([pi_python], photos, str(model), out)
-            for kind, model in MODELS.items()}
+def x86_records(pi_python, photos, tmp_path_factory):
+    """predict.py --json on this machine (x86-64, the TensorFlow-free venv), by (detector,
+    model kind), each run once."""
+    cache = {}
+
+    def records(detector: str, kind: str) -> list[dict]:
+        if (detector, kind) not in cache:
+            cache[detector, kind] = pi_emulation.predict_json(
+                [pi_python], photos, str(MODELS[kind]), tmp_path_factory.mktemp("x86"),
+                options=("--detector", detector))
+        return cache[detector, kind]
+    return records
 
 
 def assert_same_faces(emulated: list[dict], reference: list[dict], where: str) -> None:
@@ -97,17 +105,35 @@ def test_the_emulated_python_is_a_pi(pi):
 @pytest.mark.parametrize("qemu_cpu", PI_CORES)
 def test_predict_on_an_emulated_pi_gives_the_x86_landmarks(pi, photos, x86_records, kind, qemu_cpu,
                                                            tmp_path):
-    reference = x86_records[kind]
+    """The whole of predict.py, point for point. The Haar detector's boxes are whole pixels
+    on any machine, so both sides frame the faces identically (see the next test)."""
+    reference = x86_records("haar", kind)
     assert sum(len(r["faces"]) for r in reference) >= len(photos)  # something to compare
     emulated = pi_emulation.predict_json(pi.command(qemu_cpu, []), photos, str(MODELS[kind]),
+                                         tmp_path, env=pi.env(), options=("--detector", "haar"))
+    assert_same_faces(emulated, reference, f"{kind}, haar, on {qemu_cpu}")
+
+
+@pytest.mark.parametrize("qemu_cpu", PI_CORES)
+def test_the_default_detector_on_an_emulated_pi_finds_the_x86_faces(pi, photos, x86_records,
+                                                                    qemu_cpu, tmp_path):
+    """BlazeFace (predict.py's default) is a float model: its boxes differ from x86's by about
+    1e-5 px, float kernels round differently on ARM. The float32 landmark model follows such
+    a change smoothly, so its points are compared; the int8 model's points can move by a
+    pixel or two for any change of the box that small, on x86 alone (docs/raspberry_pi.md),
+    so int8 is compared point for point in the test above, on identical boxes."""
+    reference = x86_records(DEFAULT_DETECTOR, "float32")
+    assert sum(len(r["faces"]) for r in reference) >= len(photos)
+    emulated = pi_emulation.predict_json(pi.command(qemu_cpu, []), photos, str(MODELS["float32"]),
                                          tmp_path, env=pi.env())
-    assert_same_faces(emulated, reference, f"{kind} on {qemu_cpu}")
+    assert_same_faces(emulated, reference, f"float32, {DEFAULT_DETECTOR}, on {qemu_cpu}")
 
 
 def start_app_server(pi, qemu_cpu: str, log_path) -> tuple[subprocess.Popen, str]:
     """app.py on port 0 under emulation: (the process, its http://127.0.0.1:PORT address)."""
     log = open(log_path, "w")
-    server = subprocess.Popen(pi.command(qemu_cpu, ["app.py", "--host", "127.0.0.1", "--port", "0"]),
+    server = subprocess.Popen(pi.command(qemu_cpu, ["app.py", "--host", "127.0.0.1", "--port", "0",
+                                                    "--detector", "haar"]),
                               cwd=REPO_DIR, env=pi.env(), stdout=subprocess.PIPE, stderr=log, text=True)
     selector = selectors.DefaultSelector()
     selector.register(server.stdout, selectors.EVENT_READ)
@@ -123,12 +149,13 @@ def start_app_server(pi, qemu_cpu: str, log_path) -> tuple[subprocess.Popen, str
 
 
 def test_the_web_api_answers_on_an_emulated_pi(pi, photos, x86_records, tmp_path):
+    """app.py with the default int8 model; Haar boxes, so the points compare exactly."""
     server, address = start_app_server(pi, pi_emulation.PI5.qemu_cpu, tmp_path / "app.log")
     try:
         with urllib.request.urlopen(f"{address}/healthz", timeout=120) as response:
             health = json.loads(response.read())
-        assert health["status"] == "ok" and health["model"] == MODELS["int8"].name
-        for photo, reference in list(zip(photos, x86_records["int8"]))[:2]:
+        assert (health["status"], health["model"], health["detector"]) == ("ok", MODELS["int8"].name, "haar")
+        for photo, reference in list(zip(photos, x86_records("haar", "int8")))[:2]:
             request = urllib.request.Request(f"{address}/api/landmarks", method="POST",
                                              data=open(photo, "rb").read())
             with urllib.request.urlopen(request, timeout=300) as response:
