@@ -3,7 +3,9 @@
     python predict.py imgs/test_image.jpeg                 # writes out/test_image_landmarks.png + .json
     python predict.py a.jpg b.png --json                   # also prints the JSON
     python predict.py photo.jpg --box 120,80,200,200       # skip detection, use this face box
-    python predict.py --video 0                            # camera 0, smoothed points, FPS
+    python predict.py photos/ --no-draw                    # only the JSON, no annotated images
+    python predict.py --video 0                            # camera 0: tracked faces, frames/s
+    python predict.py --video clip.mp4 --no-draw           # only the per-frame JSON lines
 
 Imports only NumPy, OpenCV, Pillow and ai-edge-litert (or tf.lite when TensorFlow happens
 to be installed). The face is framed by geometry.frame_face, exactly as in training.
@@ -32,6 +34,7 @@ import face_measures
 import geometry
 from face_detector import (DEFAULT_DETECTOR, DETECTORS, Detection, HaarDetector, InputError,  # noqa: F401
                            make_detector, make_interpreter)
+import tracking
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "landmarks_int8.tflite"
@@ -298,72 +301,83 @@ def annotate_image(path, model: LandmarkModel, detector, box=None,
 # Video
 # ---------------------------------------------------------------------------------------
 
-class OneEuroFilter:
-    """One-Euro filter (Casiez et al., CHI 2012): smooths jitter when the points hold still
-    and follows quickly when they move. Works on arrays of any shape."""
-
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0):
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-        self.value = self.derivative = self.time = None
-
-    @staticmethod
-    def _alpha(cutoff, dt):
-        tau = 1.0 / (2 * math.pi * cutoff)
-        return 1.0 / (1.0 + tau / dt)
-
-    def __call__(self, value: np.ndarray, timestamp: float) -> np.ndarray:
-        value = np.asarray(value, dtype=np.float64)
-        if self.value is None or value.shape != self.value.shape:
-            self.value, self.derivative, self.time = value, np.zeros_like(value), timestamp
-            return value
-        dt = max(timestamp - self.time, 1e-6)
-        derivative = (value - self.value) / dt
-        a_d = self._alpha(self.d_cutoff, dt)
-        self.derivative = a_d * derivative + (1 - a_d) * self.derivative
-        cutoff = self.min_cutoff + self.beta * np.abs(self.derivative)
-        a = self._alpha(cutoff, dt)
-        self.value = a * value + (1 - a) * self.value
-        self.time = timestamp
-        return self.value
-
-
-def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_frames: int = 0) -> int:
-    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_frames: int = 0,
+              draw: bool = True, options: tracking.TrackerOptions | None = None) -> int:
+    """Track the faces of a video file or camera (tracking.FaceTracker). Writes
+    ``<name>_landmarks.jsonl`` (one line per frame: the faces with their track ids) and,
+    unless ``draw`` is off, ``<name>_landmarks.mp4``. Prints frames/s and the time split.
+    A video that ends early keeps the frames done, in playable files, and exits with 2."""
+    is_camera = source.isdigit()
+    capture = cv2.VideoCapture(int(source) if is_camera else source)
     if not capture.isOpened():
-        print(f"error: {source}: cannot open video or camera", file=sys.stderr)
+        capture.release()
+        if is_camera:
+            fault = "cannot open camera (is it connected, and free?)"
+        elif not Path(source).is_file():
+            fault = "cannot open video: no such file"
+        else:
+            fault = "cannot open video: not a video OpenCV can read, or cut short before its index"
+        print(f"error: {source}: {fault}", file=sys.stderr)
         return EXIT_BAD_INPUT
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    expected = 0 if is_camera else int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     out_dir.mkdir(parents=True, exist_ok=True)
-    out_path = out_dir / f"{Path(source).stem if not source.isdigit() else 'camera' + source}_landmarks.mp4"
-    writer, smoother = None, OneEuroFilter()
+    stem = out_dir / f"{'camera' + source if is_camera else Path(source).stem}_landmarks"
+    video_path, json_path = stem.with_suffix(".mp4"), stem.with_suffix(".jsonl")
+    tracker = tracking.FaceTracker(model, detector, options)
+    writer, track_ids = None, set()
     frames = with_face = 0
+    read_s = draw_s = 0.0
     started = time.perf_counter()
-    while True:
-        ok, frame = capture.read()
-        if not ok or (max_frames and frames >= max_frames):
-            break
-        detections = detector.detect(frame)[:1]  # the best face is tracked and smoothed
-        faces = []
-        if detections:
-            face = model.predict_detections(frame, detections)[0]
-            face.landmarks_px = smoother(face.landmarks_px, frames / fps_in)
-            faces = faces_json([face])
-            with_face += 1
-        annotated = draw_landmarks(frame, faces)
-        if writer is None:
-            writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_in,
-                                     (annotated.shape[1], annotated.shape[0]))
-        writer.write(annotated)
-        frames += 1
+    try:
+        with json_path.open("w") as json_file:
+            while not max_frames or frames < max_frames:
+                tick = time.perf_counter()
+                ok, frame = capture.read()
+                read_s += time.perf_counter() - tick
+                if not ok:
+                    break
+                timestamp = time.perf_counter() - started if is_camera else frames / fps_in
+                faces = [face.to_json() for face in tracker.update(frame, timestamp)]
+                json_file.write(json.dumps({"frame": frames, "time_s": round(timestamp, 4),
+                                            "faces": faces}) + "\n")
+                track_ids.update(face["id"] for face in faces)
+                with_face += bool(faces)
+                frames += 1
+                if draw:
+                    tick = time.perf_counter()
+                    annotated = draw_landmarks(frame, faces)
+                    for face in faces:
+                        x, y = face["box"][:2]
+                        cv2.putText(annotated, str(face["id"]), (round(x), round(y) - 4),
+                                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 160, 0), 2)
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_in,
+                                                 (annotated.shape[1], annotated.shape[0]))
+                    writer.write(annotated)
+                    draw_s += time.perf_counter() - tick
+    finally:  # whatever stops the loop, what was written stays a playable video
+        capture.release()
+        if writer is not None:
+            writer.release()
     elapsed = time.perf_counter() - started
-    capture.release()
-    if writer is not None:
-        writer.release()
     if frames == 0:
+        json_path.unlink(missing_ok=True)
         print(f"error: {source}: no frames could be read", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"{source}: {frames} frames, a face in {with_face}, {frames / elapsed:.1f} frames/s "
-          f"(detection + landmarks + drawing), wrote {out_path}")
+    per_frame = {name: 1000 * seconds / frames for name, seconds in
+                 (("read", read_s), ("detect", tracker.timings["detect"]),
+                  ("landmarks", tracker.timings["landmarks"]), ("draw", draw_s))}
+    print(f"{source}: {frames} frames, a face in {with_face}, {len(track_ids)} track(s), "
+          f"{frames / elapsed:.1f} frames/s; ms per frame: "
+          + ", ".join(f"{name} {ms:.2f}" for name, ms in per_frame.items())
+          + f" (detector ran on {tracker.detector_calls} frames)")
+    print(f"wrote {json_path}" + (f" and {video_path}" if draw else ""))
+    # The frame count of some containers is an estimate from the duration: allow one frame.
+    if expected and frames < expected - 1 and not (max_frames and frames >= max_frames):
+        print(f"error: {source}: the video ended after {frames} of its {expected} frames "
+              f"(truncated or corrupt); the frames done were written", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK if with_face else EXIT_NO_FACE
 
 
@@ -405,6 +419,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-frames", type=int, default=0, help="stop video after this many frames")
     parser.add_argument("--focal-px", type=float, help="camera focal length in pixels, for the head "
                         "pose (default: the image's longer side; docs/face_measures.md)")
+    parser.add_argument("--no-draw", dest="draw", action="store_false",
+                        help="write only the JSON: no annotated image or video")
+    tracking.add_tracker_arguments(parser)
     args = parser.parse_args(argv)
     if not args.images and args.video is None:
         parser.error("give image files (or --video SOURCE)")
@@ -417,7 +434,8 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     out_dir = Path(args.out)
     if args.video is not None:
-        return run_video(args.video, model, detector, out_dir, args.max_frames)
+        return run_video(args.video, model, detector, out_dir, args.max_frames, args.draw,
+                         tracking.options_from(args))
 
     files, errors = expand_inputs(args.images)
     for message in errors:
@@ -433,12 +451,14 @@ def main(argv=None) -> int:
             print(f"error: {err}", file=sys.stderr)
             continue
         stem = out_dir / f"{path.stem}_landmarks"
-        cv2.imwrite(str(stem.with_suffix(".png")),
-                    face_measures.draw_measures(draw_landmarks(image, record["faces"]), record["faces"]))
+        if args.draw:
+            cv2.imwrite(str(stem.with_suffix(".png")),
+                        face_measures.draw_measures(draw_landmarks(image, record["faces"]), record["faces"]))
         stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
         results.append(record)
         if record["faces"]:
-            print(f"{path}: {len(record['faces'])} face(s) -> {stem.with_suffix('.png')}", file=sys.stderr)
+            written = stem.with_suffix(".png" if args.draw else ".json")
+            print(f"{path}: {len(record['faces'])} face(s) -> {written}", file=sys.stderr)
         else:
             no_face.append(str(path))
             print(f"{path}: no face found (try --box x,y,w,h)", file=sys.stderr)

@@ -166,21 +166,6 @@ def test_landmarks_map_back_through_the_crop_exactly(lfpw_face):
     assert np.allclose(geometry.transform_points(in_photo, matrix), in_crop, atol=1e-6)
 
 
-def test_one_euro_filter_smooths_jitter_and_follows_motion():
-    rng = np.random.default_rng(0)
-    still = np.full((200, 68, 2), 100.0) + rng.normal(0, 1.5, size=(200, 68, 2))
-    smoother = predict.OneEuroFilter()
-    out = np.array([smoother(frame, t / 30) for t, frame in enumerate(still)])
-    assert out[50:].std() < 0.5 * still[50:].std()
-    # A jump of 50 px is followed within a few frames.
-    smoother = predict.OneEuroFilter()
-    for t in range(30):
-        smoother(np.full((68, 2), 100.0), t / 30)
-    for t in range(30, 40):
-        moved = smoother(np.full((68, 2), 150.0), t / 30)
-    assert np.abs(moved - 150).max() < 5
-
-
 def test_video_is_processed_with_fps_reported(pi_python, lfpw_face, tmp_path):
     image_path, _ = lfpw_face
     frame = cv2.imread(str(image_path))

@@ -1,0 +1,348 @@
+"""Landmark tracking in video, the way MediaPipe's face-landmark graph does it.
+
+Each frame, every tracked face is cropped from the landmarks it had in the previous frame
+(a training-convention box from the 68 points, the roll from the eye centres), so the
+landmark model alone follows it. The face detector runs only to find new faces: on every
+``detect_every``-th frame while fewer than ``max_faces`` are tracked, on every frame while
+nothing is tracked, and on a frame where a track was lost. A track is lost when its face
+score drops below ``min_score`` or when most of its points have left the picture; it is
+dropped at once, so nothing is drawn on the background. Each track keeps a stable id and
+its own One-Euro filter.
+
+Imports NumPy and OpenCV only (Raspberry Pi path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+import geometry
+
+# 68-point indices of the eyes: the person's right eye (on the image's left for a frontal
+# face) and left eye.
+RIGHT_EYE_68, LEFT_EYE_68 = slice(36, 42), slice(42, 48)
+
+
+# ---------------------------------------------------------------------------------------
+# Smoothing
+# ---------------------------------------------------------------------------------------
+
+class OneEuroFilter:
+    """One-Euro filter (Casiez et al., CHI 2012): smooths jitter when the points hold still
+    and follows quickly when they move. Works on arrays of any shape.
+
+    ``min_cutoff`` (Hz) sets the smoothing at rest, ``beta`` how fast the cutoff rises with
+    speed. As in MediaPipe's landmark smoothing, the speed is measured in object sizes per
+    second (``value_scale`` = 1 / object size), so one setting fits near and far faces.
+    """
+
+    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float):
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.value = self.derivative = self.time = None
+
+    @staticmethod
+    def _alpha(cutoff, dt):
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, value: np.ndarray, timestamp: float, value_scale: float = 1.0) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        if self.value is None or value.shape != self.value.shape:
+            self.value, self.derivative, self.time = value, np.zeros_like(value), timestamp
+            return value
+        dt = max(timestamp - self.time, 1e-6)
+        derivative = (value - self.value) / dt
+        a_d = self._alpha(self.d_cutoff, dt)
+        self.derivative = a_d * derivative + (1 - a_d) * self.derivative
+        cutoff = self.min_cutoff + self.beta * np.abs(self.derivative) * value_scale
+        a = self._alpha(cutoff, dt)
+        self.value = a * value + (1 - a) * self.value
+        self.time = timestamp
+        return self.value
+
+
+# ---------------------------------------------------------------------------------------
+# Boxes
+# ---------------------------------------------------------------------------------------
+
+def box_iou(box_a, box_b) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = box_a
+    bx, by, bw, bh = box_b
+    inter_w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    inter_h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = inter_w * inter_h
+    union = aw * ah + bw * bh - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def roll_from_landmarks(landmarks_px: np.ndarray) -> float:
+    """Degrees; the angle of the line from the right eye's centre to the left eye's
+    (person's eyes, 68-point indices 36-41 and 42-47): 0 for level eyes, positive when the
+    eye on the image's right is lower. Passed as ``angle_deg`` to geometry.frame_face it
+    gives an upright crop."""
+    # Adapter until geometry.roll_from_landmarks lands on main (INTERFACE.md): same contract.
+    points = np.asarray(landmarks_px, dtype=np.float64)
+    dx, dy = points[LEFT_EYE_68].mean(axis=0) - points[RIGHT_EYE_68].mean(axis=0)
+    return math.degrees(math.atan2(dy, dx))
+
+
+def box_from_landmarks_upright(landmarks_px: np.ndarray, roll_deg: float) -> tuple:
+    """The training-convention box (x, y, w, h) of a face rolled by ``roll_deg``: the
+    points are turned upright about their mean, boxed by geometry.box_from_landmarks, and
+    the box centre is turned back. ``landmarks_px``: [68, 2]."""
+    points = np.asarray(landmarks_px, dtype=np.float64)
+    pivot = points.mean(axis=0)
+    theta = math.radians(roll_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    to_upright = np.array([[cos, sin], [-sin, cos]])  # screen-counter-clockwise by roll (y down)
+    upright = (points - pivot) @ to_upright.T + pivot
+    x, y, w, h = geometry.box_from_landmarks(upright)
+    centre_upright = np.array([x + w / 2, y + h / 2])
+    cx, cy = (centre_upright - pivot) @ to_upright + pivot  # the inverse rotation
+    return (cx - w / 2, cy - h / 2, w, h)
+
+
+def inside_fraction(landmarks_px: np.ndarray, width: int, height: int) -> float:
+    """Fraction of the points inside a width x height picture. ``landmarks_px``: [N, 2]."""
+    points = np.asarray(landmarks_px)
+    inside = ((points[:, 0] >= -0.5) & (points[:, 0] <= width - 0.5)
+              & (points[:, 1] >= -0.5) & (points[:, 1] <= height - 0.5))
+    return float(inside.mean())
+
+
+# ---------------------------------------------------------------------------------------
+# Adapters to the shared interfaces (INTERFACE.md) until they land on main
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Detection:
+    training_box_xywh: tuple
+    roll_deg: float = 0.0
+    score: float = 1.0
+
+
+def detections_of(detector, image_bgr: np.ndarray) -> list:
+    """The detector's faces, best first, as objects with ``training_box_xywh`` and
+    ``roll_deg``. A Haar detector that still returns bare training-convention boxes is
+    wrapped (adapter, to delete once every detector returns face_detector.Detection)."""
+    found = detector.detect(image_bgr)
+    return [item if hasattr(item, "training_box_xywh") else _Detection(tuple(item)) for item in found]
+
+
+@dataclass
+class _FacePrediction:
+    box_xywh: tuple
+    landmarks_px: np.ndarray
+    landmark_confidence: np.ndarray | None = None
+    score: float | None = None
+    roll_deg: float = 0.0
+
+
+def predict_face(model, image, box_xywh, roll_deg: float):
+    """``model.predict_face`` (INTERFACE.md), or the same from the crop when the model does
+    not have it yet (adapter: no score then)."""
+    if hasattr(model, "predict_face"):
+        return model.predict_face(image, box_xywh, roll_deg)
+    crop, matrix = geometry.frame_face(image, box_xywh, model.image_dim, model.crop_margin,
+                                       model.crop_shift_y, angle_deg=roll_deg)
+    in_crop = model.run(geometry.gray_to_input(crop))
+    landmarks_px = geometry.transform_points(in_crop, geometry.invert(matrix))
+    return _FacePrediction(tuple(box_xywh), landmarks_px, roll_deg=roll_deg)
+
+
+def face_score(prediction, box_xywh, roll_deg: float) -> float:
+    """The prediction's face score; for a model without one, a PROXY: how well the box
+    of the predicted points agrees with the box the face was cropped with (IoU). A face
+    in the crop puts its points where the crop expects them; on background the points
+    shrink towards the mean face, and the IoU falls (about 0.85-0.95 on a tracked face,
+    0.5-0.6 on a blank wall)."""
+    score = getattr(prediction, "score", None)
+    if score is not None:
+        return float(score)
+    return box_iou(box_from_landmarks_upright(prediction.landmarks_px, roll_deg), box_xywh)
+
+
+# ---------------------------------------------------------------------------------------
+# The tracker
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class TrackerOptions:
+    """How the tracker behaves; the defaults are what predict.py --video uses."""
+    detect_every: int = field(default=10, metadata={
+        "help": "run the detector every N frames to find new faces (0: only when nothing is tracked)"})
+    max_faces: int = field(default=4, metadata={
+        "help": "faces tracked at once; with that many tracked the detector rests"})
+    min_score: float = field(default=0.7, metadata={
+        "help": "a track whose face score falls below this is dropped (and the detector runs)"})
+    match_iou: float = field(default=0.3, metadata={
+        "help": "a detection overlapping a track by more than this IoU is that face, not a new one"})
+    min_inside: float = field(default=0.6, metadata={
+        "help": "a track with fewer of its points inside the picture is dropped"})
+    smoothing: bool = field(default=True, metadata={"help": "One-Euro filter per track"})
+    # Tuned on bench_video.py's synthetic clip (see its --tune and the README).
+    min_cutoff: float = field(default=0.1, metadata={"help": "One-Euro cutoff at rest, Hz"})
+    beta: float = field(default=100.0, metadata={"help": "One-Euro speed coefficient, per face size"})
+    d_cutoff: float = field(default=1.0, metadata={"help": "One-Euro cutoff of the speed, Hz"})
+
+
+def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrackerOptions field (``--detect-every``, ``--no-smoothing``...)."""
+    group = parser.add_argument_group("tracking (video)")
+    for option in dataclasses.fields(TrackerOptions):
+        flag = option.name.replace("_", "-")
+        if isinstance(option.default, bool):
+            group.add_argument(f"--no-{flag}", dest=option.name, action="store_false",
+                               help=f"turn off: {option.metadata['help']}")
+        else:
+            group.add_argument(f"--{flag}", dest=option.name, type=type(option.default),
+                               default=option.default,
+                               help=f"{option.metadata['help']} (default {option.default})")
+
+
+def options_from(args: argparse.Namespace) -> TrackerOptions:
+    return TrackerOptions(**{option.name: getattr(args, option.name)
+                             for option in dataclasses.fields(TrackerOptions)})
+
+
+@dataclass
+class TrackedFace:
+    """One face in one frame."""
+    track_id: int
+    box_xywh: tuple             # the box this frame's crop was framed with (photo px)
+    landmarks_px: np.ndarray    # [68, 2] photo px, smoothed when smoothing is on
+    raw_landmarks_px: np.ndarray  # [68, 2] the model's points before smoothing
+    score: float                # face score (or the proxy, see face_score)
+    roll_deg: float
+    frames_tracked: int         # 1 on the frame a track (and its filter) starts
+    landmark_confidence: np.ndarray | None = None  # [68] when the model gives it
+
+    def to_json(self) -> dict:
+        confidence = self.landmark_confidence
+        return {"id": self.track_id,
+                "box": [round(float(v), 2) for v in self.box_xywh],
+                "score": round(self.score, 4),
+                "landmarks": np.round(self.landmarks_px, 2).tolist(),
+                "landmark_confidence": None if confidence is None else np.round(confidence, 4).tolist()}
+
+
+class _Track:
+    def __init__(self, track_id: int, options: TrackerOptions):
+        self.track_id = track_id
+        self.smoother = OneEuroFilter(options.min_cutoff, options.beta, options.d_cutoff)
+        self.face: TrackedFace | None = None
+        self.frames_tracked = 0
+        self.next_box_xywh: tuple = (0.0, 0.0, 1.0, 1.0)
+        self.next_roll_deg = 0.0
+
+    def accept(self, prediction, box_xywh, roll_deg, score, timestamp_s, smoothing: bool) -> None:
+        raw = np.asarray(prediction.landmarks_px, dtype=np.float64)
+        # The next frame's crop, from the raw points: smoothing would only add lag there.
+        self.next_roll_deg = roll_from_landmarks(raw)
+        self.next_box_xywh = box_from_landmarks_upright(raw, self.next_roll_deg)
+        shown = self.smoother(raw, timestamp_s, 1.0 / self.next_box_xywh[2]) if smoothing else raw
+        self.frames_tracked += 1
+        self.face = TrackedFace(self.track_id, tuple(float(v) for v in box_xywh), shown, raw, score,
+                                roll_deg, self.frames_tracked,
+                                getattr(prediction, "landmark_confidence", None))
+
+
+class FaceTracker:
+    """Follows faces through the frames of a video.
+
+    ``model``: a predict.LandmarkModel; ``detector``: anything with ``detect(image_bgr)``
+    (face_detector's detectors, or predict.HaarDetector). Call ``update`` once per frame,
+    in order. ``timings`` adds up the seconds spent detecting and in the landmark model;
+    ``detector_calls`` counts the detector's runs.
+    """
+
+    def __init__(self, model, detector, options: TrackerOptions | None = None):
+        self.model, self.detector = model, detector
+        self.options = options or TrackerOptions()
+        self.tracks: list[_Track] = []
+        self.frame_index = -1
+        self.next_id = 0
+        self.detector_calls = 0
+        self.timings = {"detect": 0.0, "landmarks": 0.0}
+
+    def update(self, frame_bgr: np.ndarray, timestamp_s: float) -> list[TrackedFace]:
+        """The faces of this frame, oldest track first."""
+        options = self.options
+        self.frame_index += 1
+        height, width = frame_bgr.shape[:2]
+
+        started = time.perf_counter()
+        image_grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
+        kept, lost = [], []
+        for track in self.tracks:
+            if self._follow(track, image_grey, track.next_box_xywh, track.next_roll_deg, timestamp_s):
+                kept.append(track)
+            else:
+                lost.append(track)
+        self.tracks = self._without_duplicates(kept)
+        self.timings["landmarks"] += time.perf_counter() - started
+
+        periodic = (options.detect_every > 0 and self.frame_index % options.detect_every == 0
+                    and len(self.tracks) < options.max_faces)
+        if not self.tracks or lost or periodic:
+            self._find_new_faces(frame_bgr, image_grey, timestamp_s, lost)
+        self.tracks.sort(key=lambda track: track.track_id)
+        return [track.face for track in self.tracks]
+
+    def _follow(self, track: _Track, image_grey, box_xywh, roll_deg, timestamp_s) -> bool:
+        """Predict the track's face in this frame from a box; False if the face is gone."""
+        prediction = predict_face(self.model, image_grey, box_xywh, roll_deg)
+        score = face_score(prediction, box_xywh, roll_deg)
+        height, width = image_grey.shape[:2]
+        if (score < self.options.min_score
+                or inside_fraction(prediction.landmarks_px, width, height) < self.options.min_inside):
+            return False
+        track.accept(prediction, box_xywh, roll_deg, score, timestamp_s, self.options.smoothing)
+        return True
+
+    def _find_new_faces(self, frame_bgr, image_grey, timestamp_s, lost: list[_Track]) -> None:
+        """Run the detector; start a track on each face not tracked yet. A face found where
+        a track was lost in this frame (a sudden move) keeps that track's id."""
+        started = time.perf_counter()
+        detections = detections_of(self.detector, frame_bgr)
+        self.detector_calls += 1
+        self.timings["detect"] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        for detection in detections:
+            if len(self.tracks) >= self.options.max_faces:
+                break
+            box = tuple(float(v) for v in detection.training_box_xywh)
+            if any(box_iou(box, track.next_box_xywh) > self.options.match_iou for track in self.tracks):
+                continue  # a face already tracked
+            # The detector's box only finds the face; the crop it is tracked with comes from
+            # its landmarks, as in every later frame (and the score means the same thing).
+            first = predict_face(self.model, image_grey, box, float(detection.roll_deg))
+            roll = roll_from_landmarks(first.landmarks_px)
+            same = [old for old in lost if box_iou(box, old.next_box_xywh) > self.options.match_iou]
+            track = _Track(same[0].track_id if same else self.next_id, self.options)
+            if self._follow(track, image_grey, box_from_landmarks_upright(first.landmarks_px, roll),
+                            roll, timestamp_s):
+                self.tracks.append(track)
+                if same:
+                    lost.remove(same[0])
+                else:
+                    self.next_id += 1
+        self.timings["landmarks"] += time.perf_counter() - started
+
+    def _without_duplicates(self, tracks: list[_Track]) -> list[_Track]:
+        """Two tracks that converged on one face: the older one stays."""
+        kept: list[_Track] = []
+        for track in tracks:  # oldest first
+            if all(box_iou(track.next_box_xywh, other.next_box_xywh) <= self.options.match_iou
+                   for other in kept):
+                kept.append(track)
+        return kept
