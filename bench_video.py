@@ -261,10 +261,10 @@ def main(argv=None) -> int:
           f"(LFPW test), face {args.face_px:g} px, noise {args.noise:g} grey levels, {args.detector} "
           f"detector, detect every {args.detect_every}, max faces {args.max_faces}, one thread, no drawing")
     print(f"machine: {describe_machine()}")
-    print(f"{'run':<38}{'frames/s':>9}{'detect ms':>10}{'lm ms':>7}{'det runs':>9}{'ids':>4}"
+    print(f"{'run':<42}{'frames/s':>9}{'detect ms':>10}{'lm ms':>7}{'det runs':>9}{'ids':>4}"
           + quality_header())
     for name, row in rows.items():
-        print(f"{name:<38}{row['frames_per_s']:>9.1f}{row['detect_ms_per_frame']:>10.2f}"
+        print(f"{name:<42}{row['frames_per_s']:>9.1f}{row['detect_ms_per_frame']:>10.2f}"
               f"{row['landmarks_ms_per_frame']:>7.2f}{row['detector_calls']:>9}{len(row['track_ids']):>4}"
               + quality_cells(row))
     print(f"ms are per frame; jitter: mean frame-to-frame movement of the 68 points over "

@@ -7,7 +7,8 @@ landmark model alone follows it. The face detector runs only to find new faces: 
 nothing is tracked, and on a frame where a track was lost. A track is lost when its face
 score drops below ``min_score`` or when most of its points have left the picture; it is
 dropped at once, so nothing is drawn on the background. Each track keeps a stable id and
-its own One-Euro filter.
+its own One-Euro filter. The face score is the model's (``FacePrediction.score``), or, for
+a model without one, a proxy from how well the points fit their crop (see face_score).
 
 Imports NumPy and OpenCV only (Raspberry Pi path).
 """
@@ -162,8 +163,9 @@ def face_score(prediction, box_xywh, roll_deg: float) -> float:
     """The prediction's face score; for a model without one, a PROXY: how well the box
     of the predicted points agrees with the box the face was cropped with (IoU). A face
     in the crop puts its points where the crop expects them; on background the points
-    shrink towards the mean face, and the IoU falls (about 0.85-0.95 on a tracked face,
-    0.5-0.6 on a blank wall)."""
+    shrink towards the mean face, and the IoU falls (0.9-1.0 on a tracked face in
+    bench_video.py's clip, 0.5-0.6 on a blank wall). It cannot tell a face that is covered
+    up (points drift onto what covers it) from one in plain view."""
     score = getattr(prediction, "score", None)
     if score is not None:
         return float(score)
