@@ -338,7 +338,8 @@ def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_fr
                 if not ok:
                     break
                 timestamp = time.perf_counter() - started if is_camera else frames / fps_in
-                faces = [face.to_json() for face in tracker.update(frame, timestamp)]
+                tracked = tracker.update(frame, timestamp)
+                faces = [{"id": face.track_id, **record} for face, record in zip(tracked, faces_json(tracked))]
                 json_file.write(json.dumps({"frame": frames, "time_s": round(timestamp, 4),
                                             "faces": faces}) + "\n")
                 track_ids.update(face["id"] for face in faces)

@@ -26,9 +26,9 @@ import numpy as np
 
 import geometry
 
-# 68-point indices of the eyes: the person's right eye (on the image's left for a frontal
-# face) and left eye.
-RIGHT_EYE_68, LEFT_EYE_68 = slice(36, 42), slice(42, 48)
+# For a model exported without the confidence output (no face score): the least agreement
+# (IoU) between a crop's box and the box of the points found in it that keeps a track.
+PROXY_MIN_SCORE = 0.75
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,17 +84,6 @@ def box_iou(box_a, box_b) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def roll_from_landmarks(landmarks_px: np.ndarray) -> float:
-    """Degrees; the angle of the line from the right eye's centre to the left eye's
-    (person's eyes, 68-point indices 36-41 and 42-47): 0 for level eyes, positive when the
-    eye on the image's right is lower. Passed as ``angle_deg`` to geometry.frame_face it
-    gives an upright crop."""
-    # Adapter until geometry.roll_from_landmarks lands on main (INTERFACE.md): same contract.
-    points = np.asarray(landmarks_px, dtype=np.float64)
-    dx, dy = points[LEFT_EYE_68].mean(axis=0) - points[RIGHT_EYE_68].mean(axis=0)
-    return math.degrees(math.atan2(dy, dx))
-
-
 def box_from_landmarks_upright(landmarks_px: np.ndarray, roll_deg: float) -> tuple:
     """The training-convention box (x, y, w, h) of a face rolled by ``roll_deg``: the
     points are turned upright about their mean, boxed by geometry.box_from_landmarks, and
@@ -120,7 +109,7 @@ def inside_fraction(landmarks_px: np.ndarray, width: int, height: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# Adapters to the shared interfaces (INTERFACE.md) until they land on main
+# Detections and scores
 # ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -138,37 +127,18 @@ def detections_of(detector, image_bgr: np.ndarray) -> list:
     return [item if hasattr(item, "training_box_xywh") else _Detection(tuple(item)) for item in found]
 
 
-@dataclass
-class _FacePrediction:
-    box_xywh: tuple
-    landmarks_px: np.ndarray
-    landmark_confidence: np.ndarray | None = None
-    score: float | None = None
-    roll_deg: float = 0.0
-
-
-def predict_face(model, image, box_xywh, roll_deg: float):
-    """``model.predict_face`` (INTERFACE.md), or the same from the crop when the model does
-    not have it yet (adapter: no score then)."""
-    if hasattr(model, "predict_face"):
-        return model.predict_face(image, box_xywh, roll_deg)
-    crop, matrix = geometry.frame_face(image, box_xywh, model.image_dim, model.crop_margin,
-                                       model.crop_shift_y, angle_deg=roll_deg)
-    in_crop = model.run(geometry.gray_to_input(crop))
-    landmarks_px = geometry.transform_points(in_crop, geometry.invert(matrix))
-    return _FacePrediction(tuple(box_xywh), landmarks_px, roll_deg=roll_deg)
-
-
 def face_score(prediction, box_xywh, roll_deg: float) -> float:
-    """The prediction's face score; for a model without one, a PROXY: how well the box
-    of the predicted points agrees with the box the face was cropped with (IoU). A face
-    in the crop puts its points where the crop expects them; on background the points
-    shrink towards the mean face, and the IoU falls (0.9-1.0 on a tracked face in
-    bench_video.py's clip, 0.5-0.6 on a blank wall). It cannot tell a face that is covered
-    up (points drift onto what covers it) from one in plain view."""
-    score = getattr(prediction, "score", None)
-    if score is not None:
-        return float(score)
+    """The face score of a predict.FacePrediction: the model's, when it has one.
+
+    A model exported without the confidence output has none: then a weaker PROXY, how well
+    the box of the predicted points agrees with the box the face was cropped with (IoU). A
+    face puts its points where the crop expects them, while on background they shrink
+    towards the mean face (0.9-1.0 on a tracked face in bench_video.py's clip, 0.5-0.7 on
+    background; PROXY_MIN_SCORE keeps a track). It cannot tell a face that is covered up
+    (the points drift onto what covers it) from one in plain view.
+    """
+    if prediction.score is not None:
+        return float(prediction.score)
     return box_iou(box_from_landmarks_upright(prediction.landmarks_px, roll_deg), box_xywh)
 
 
@@ -183,7 +153,7 @@ class TrackerOptions:
         "help": "run the detector every N frames to find new faces (0: only when nothing is tracked)"})
     max_faces: int = field(default=4, metadata={
         "help": "faces tracked at once; with that many tracked the detector rests"})
-    min_score: float = field(default=0.7, metadata={
+    min_score: float = field(default=0.5, metadata={
         "help": "a track whose face score falls below this is dropped (and the detector runs)"})
     match_iou: float = field(default=0.3, metadata={
         "help": "a detection overlapping a track by more than this IoU is that face, not a new one"})
@@ -217,7 +187,8 @@ def options_from(args: argparse.Namespace) -> TrackerOptions:
 
 @dataclass
 class TrackedFace:
-    """One face in one frame."""
+    """One face in one frame: a predict.FacePrediction (same fields, so predict.faces_json
+    takes it) with its track's id, the points smoothed and the model's own."""
     track_id: int
     box_xywh: tuple             # the box this frame's crop was framed with (photo px)
     landmarks_px: np.ndarray    # [68, 2] photo px, smoothed when smoothing is on
@@ -226,14 +197,6 @@ class TrackedFace:
     roll_deg: float
     frames_tracked: int         # 1 on the frame a track (and its filter) starts
     landmark_confidence: np.ndarray | None = None  # [68] when the model gives it
-
-    def to_json(self) -> dict:
-        confidence = self.landmark_confidence
-        return {"id": self.track_id,
-                "box": [round(float(v), 2) for v in self.box_xywh],
-                "score": round(self.score, 4),
-                "landmarks": np.round(self.landmarks_px, 2).tolist(),
-                "landmark_confidence": None if confidence is None else np.round(confidence, 4).tolist()}
 
 
 class _Track:
@@ -248,7 +211,7 @@ class _Track:
     def accept(self, prediction, box_xywh, roll_deg, score, timestamp_s, smoothing: bool) -> None:
         raw = np.asarray(prediction.landmarks_px, dtype=np.float64)
         # The next frame's crop, from the raw points: smoothing would only add lag there.
-        self.next_roll_deg = roll_from_landmarks(raw)
+        self.next_roll_deg = geometry.roll_from_landmarks(raw)
         self.next_box_xywh = box_from_landmarks_upright(raw, self.next_roll_deg)
         shown = self.smoother(raw, timestamp_s, 1.0 / self.next_box_xywh[2]) if smoothing else raw
         self.frames_tracked += 1
@@ -301,10 +264,11 @@ class FaceTracker:
 
     def _follow(self, track: _Track, image_grey, box_xywh, roll_deg, timestamp_s) -> bool:
         """Predict the track's face in this frame from a box; False if the face is gone."""
-        prediction = predict_face(self.model, image_grey, box_xywh, roll_deg)
+        prediction = self.model.predict_face(image_grey, box_xywh, roll_deg)
         score = face_score(prediction, box_xywh, roll_deg)
+        min_score = self.options.min_score if prediction.score is not None else PROXY_MIN_SCORE
         height, width = image_grey.shape[:2]
-        if (score < self.options.min_score
+        if (score < min_score
                 or inside_fraction(prediction.landmarks_px, width, height) < self.options.min_inside):
             return False
         track.accept(prediction, box_xywh, roll_deg, score, timestamp_s, self.options.smoothing)
@@ -327,8 +291,8 @@ class FaceTracker:
                 continue  # a face already tracked
             # The detector's box only finds the face; the crop it is tracked with comes from
             # its landmarks, as in every later frame (and the score means the same thing).
-            first = predict_face(self.model, image_grey, box, float(detection.roll_deg))
-            roll = roll_from_landmarks(first.landmarks_px)
+            first = self.model.predict_face(image_grey, box, float(detection.roll_deg))
+            roll = geometry.roll_from_landmarks(first.landmarks_px)
             same = [old for old in lost if box_iou(box, old.next_box_xywh) > self.options.match_iou]
             track = _Track(same[0].track_id if same else self.next_id, self.options)
             if self._follow(track, image_grey, box_from_landmarks_upright(first.landmarks_px, roll),
