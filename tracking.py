@@ -295,13 +295,17 @@ class FaceTracker:
             roll = geometry.roll_from_landmarks(first.landmarks_px)
             same = [old for old in lost if box_iou(box, old.next_box_xywh) > self.options.match_iou]
             track = _Track(same[0].track_id if same else self.next_id, self.options)
-            if self._follow(track, image_grey, box_from_landmarks_upright(first.landmarks_px, roll),
-                            roll, timestamp_s):
-                self.tracks.append(track)
-                if same:
-                    lost.remove(same[0])
-                else:
-                    self.next_id += 1
+            if not self._follow(track, image_grey, box_from_landmarks_upright(first.landmarks_px, roll),
+                                roll, timestamp_s):
+                continue
+            if any(box_iou(track.next_box_xywh, other.next_box_xywh) > self.options.match_iou
+                   for other in self.tracks):
+                continue  # a loose detection box beside a tracked face, whose points land on it
+            self.tracks.append(track)
+            if same:
+                lost.remove(same[0])
+            else:
+                self.next_id += 1
         self.timings["landmarks"] += time.perf_counter() - started
 
     def _without_duplicates(self, tracks: list[_Track]) -> list[_Track]:

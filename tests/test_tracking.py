@@ -198,6 +198,35 @@ def test_two_faces_keep_distinct_stable_ids(model, lfpw_faces):
     assert len(detector.calls) == 3  # frames 0, 4, 8: fewer faces than max_faces are tracked
 
 
+class LooseDetector:
+    """A detector whose box sits beside the face: 0.55 face widths to the right (IoU 0.29
+    with the face's own box)."""
+
+    def __init__(self, box_xywh):
+        x, y, w, h = box_xywh
+        self.box = (x + 0.55 * w, y, w, h)
+
+    def detect(self, image):
+        return [self.box]
+
+
+def test_a_loose_detection_beside_a_tracked_face_does_not_start_a_track(model, lfpw_faces):
+    """The detection overlaps the track too little to be matched, but the points found from
+    it land on the tracked face: no second track."""
+    photo, face = lfpw_faces[0]
+    frame, truths = render(SMALL_WH, [((photo, face), bench_video.Pose())], face_px=90)
+    tracker = tracking.FaceTracker(model, predict.HaarDetector(),
+                                   tracking.TrackerOptions(max_faces=2, detect_every=1))
+    assert [f.track_id for f in tracker.update(frame, 0.0)] == [0]
+    tracker.detector = LooseDetector(geometry.box_from_landmarks(truths[0]))
+    assert tracking.box_iou(tracker.detector.box, geometry.box_from_landmarks(truths[0])) < 0.3
+    for index in range(1, 4):
+        faces = tracker.update(frame, index / 30)
+        assert [f.track_id for f in faces] == [0], f"frame {index}"
+        assert nme(faces[0].raw_landmarks_px, truths[0]) < 0.05
+    assert tracker.detector_calls == 4
+
+
 def write_video(path, frames, fps=10, fourcc="mp4v"):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps,
                              (frames[0].shape[1], frames[0].shape[0]))
