@@ -302,10 +302,13 @@ def annotate_image(path, model: LandmarkModel, detector, box=None,
 # ---------------------------------------------------------------------------------------
 
 def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_frames: int = 0,
-              draw: bool = True, options: tracking.TrackerOptions | None = None) -> int:
-    """Track the faces of a video file or camera (tracking.FaceTracker). Writes
-    ``<name>_landmarks.jsonl`` (one line per frame: the faces with their track ids) and,
-    unless ``draw`` is off, ``<name>_landmarks.mp4``. Prints frames/s and the time split.
+              draw: bool = True, options: tracking.TrackerOptions | None = None,
+              measure_options: face_measures.MeasureOptions | None = None,
+              blink_options: face_measures.BlinkOptions | None = None) -> int:
+    """Track the faces of a video file or camera (tracking.FaceTracker). Writes the video
+    log ``<name>_landmarks.jsonl`` (one line per frame: each face with its track id, measures
+    and blink monitor; docs/json_schema.md) and, unless ``draw`` is off,
+    ``<name>_landmarks.mp4``. Prints each blink/yawn event, frames/s and the time split.
     A video that ends early keeps the frames done, in playable files, and exits with 2."""
     is_camera = source.isdigit()
     capture = cv2.VideoCapture(int(source) if is_camera else source)
@@ -325,9 +328,10 @@ def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_fr
     stem = out_dir / f"{'camera' + source if is_camera else Path(source).stem}_landmarks"
     video_path, json_path = stem.with_suffix(".mp4"), stem.with_suffix(".jsonl")
     tracker = tracking.FaceTracker(model, detector, options)
+    monitors = face_measures.FaceMonitors(blink_options, measure_options)
     writer, track_ids = None, set()
     frames = with_face = 0
-    read_s = draw_s = 0.0
+    read_s = measure_s = draw_s = 0.0
     started = time.perf_counter()
     try:
         with json_path.open("w") as json_file:
@@ -339,18 +343,27 @@ def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_fr
                     break
                 timestamp = time.perf_counter() - started if is_camera else frames / fps_in
                 tracked = tracker.update(frame, timestamp)
-                faces = [{"id": face.track_id, **record} for face, record in zip(tracked, faces_json(tracked))]
+                tick = time.perf_counter()
+                size = (frame.shape[1], frame.shape[0])
+                faces = [monitors.observe(timestamp, face.track_id, record, face.landmarks_px, size)
+                         for face, record in zip(tracked, faces_json(tracked))]
+                monitors.forget(face.track_id for face in tracked)
+                measure_s += time.perf_counter() - tick
                 json_file.write(json.dumps({"frame": frames, "time_s": round(timestamp, 4),
                                             "faces": faces}) + "\n")
-                track_ids.update(face["id"] for face in faces)
+                for face in faces:
+                    for event in face["monitor"]["new_events"]:
+                        print(face_measures.event_text(face["track_id"], event))
+                track_ids.update(face["track_id"] for face in faces)
                 with_face += bool(faces)
                 frames += 1
                 if draw:
                     tick = time.perf_counter()
-                    annotated = draw_landmarks(frame, faces)
+                    annotated = face_measures.draw_measures(draw_landmarks(frame, faces), faces,
+                                                            monitors.summary_lines(faces))
                     for face in faces:
                         x, y = face["box"][:2]
-                        cv2.putText(annotated, str(face["id"]), (round(x), round(y) - 4),
+                        cv2.putText(annotated, str(face["track_id"]), (round(x), round(y) - 4),
                                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 160, 0), 2)
                     if writer is None:
                         writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_in,
@@ -368,7 +381,7 @@ def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_fr
         return EXIT_BAD_INPUT
     per_frame = {name: 1000 * seconds / frames for name, seconds in
                  (("read", read_s), ("detect", tracker.timings["detect"]),
-                  ("landmarks", tracker.timings["landmarks"]), ("draw", draw_s))}
+                  ("landmarks", tracker.timings["landmarks"]), ("measures", measure_s), ("draw", draw_s))}
     print(f"{source}: {frames} frames, a face in {with_face}, {len(track_ids)} track(s), "
           f"{frames / elapsed:.1f} frames/s; ms per frame: "
           + ", ".join(f"{name} {ms:.2f}" for name, ms in per_frame.items())
@@ -423,6 +436,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-draw", dest="draw", action="store_false",
                         help="write only the JSON: no annotated image or video")
     tracking.add_tracker_arguments(parser)
+    face_measures.add_option_flags(parser, face_measures.BlinkOptions)
     args = parser.parse_args(argv)
     if not args.images and args.video is None:
         parser.error("give image files (or --video SOURCE)")
@@ -436,7 +450,8 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     if args.video is not None:
         return run_video(args.video, model, detector, out_dir, args.max_frames, args.draw,
-                         tracking.options_from(args))
+                         tracking.options_from(args), face_measures.MeasureOptions(focal_px=args.focal_px),
+                         face_measures.options_from_args(args, face_measures.BlinkOptions))
 
     files, errors = expand_inputs(args.images)
     for message in errors:

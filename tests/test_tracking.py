@@ -281,7 +281,7 @@ def test_a_face_leaving_the_picture_is_dropped_and_not_drawn(model, lfpw_faces, 
     # the track is gone.
     gone = next(i for i, truth in enumerate(truths) if np.all(truth[:, 0] > SMALL_WH[0] - 0.5))
     assert all(not r["faces"] for r in records[gone + 2:]), [len(r["faces"]) for r in records]
-    assert all(face["id"] == 0 for r in records for face in r["faces"])
+    assert all(face["track_id"] == 0 for r in records for face in r["faces"])
     # Nothing drawn on the background after that: the written frames are the input frames
     # up to video compression (the drawing's green and red differ by 100 grey levels).
     drawn, given = read_video(out / "leaving_landmarks.mp4"), read_video(video)
@@ -345,4 +345,8 @@ def test_no_draw_writes_only_the_json(lfpw_face, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["clip_landmarks.jsonl"]
     lines = [json.loads(line) for line in (out / "clip_landmarks.jsonl").read_text().splitlines()]
     assert [len(line["faces"]) for line in lines] == [1, 1, 1]
+    # The video log of docs/json_schema.md: the image JSON's face, its track id, measures, monitor.
+    assert set(lines[0]["faces"][0]) == {"track_id", "box", "score", "landmarks", "landmark_confidence",
+                                         "pose", "eyes", "mouth", "monitor"}
+    assert [line["time_s"] for line in lines] == [0.0, 0.1, 0.2]  # the clip's 10 frames/s
     assert "frames/s" in capsys.readouterr().out
