@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=str(default_data_dir()), help="the 300w_subset folder")
     parser.add_argument("--face", type=int, default=0, help="index of the LFPW test face")
     parser.add_argument("--model", default=str(predict.DEFAULT_MODEL))
-    parser.add_argument("--detector", choices=sorted(predict.DETECTORS), default="haar")
+    parser.add_argument("--detector", choices=sorted(predict.DETECTORS), default=predict.DEFAULT_DETECTOR)
     parser.add_argument("--face-px", type=float, default=160.0, help="face box side on the canvas")
     parser.add_argument("--noise", type=float, default=3.0, help="camera noise, grey levels (std)")
     parser.add_argument("--jumps", type=float, nargs=2, default=(0.1, 0.3),
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     path = clip_path(jumps_px=[jump * args.face_px for jump in args.jumps])
     segments = [name for name, _ in path]
     model = predict.LandmarkModel(args.model, threads=1)
-    detector = predict.DETECTORS[args.detector]()
+    detector = predict.make_detector(args.detector)
     rows, runs = {}, {}
     for smoothing in (False, True):
         options = tracking.TrackerOptions(detect_every=args.detect_every, max_faces=args.max_faces,

@@ -109,23 +109,8 @@ def inside_fraction(landmarks_px: np.ndarray, width: int, height: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# Detections and scores
+# The face score
 # ---------------------------------------------------------------------------------------
-
-@dataclass
-class _Detection:
-    training_box_xywh: tuple
-    roll_deg: float = 0.0
-    score: float = 1.0
-
-
-def detections_of(detector, image_bgr: np.ndarray) -> list:
-    """The detector's faces, best first, as objects with ``training_box_xywh`` and
-    ``roll_deg``. A Haar detector that still returns bare training-convention boxes is
-    wrapped (adapter, to delete once every detector returns face_detector.Detection)."""
-    found = detector.detect(image_bgr)
-    return [item if hasattr(item, "training_box_xywh") else _Detection(tuple(item)) for item in found]
-
 
 def face_score(prediction, box_xywh, roll_deg: float) -> float:
     """The face score of a predict.FacePrediction: the model's, when it has one.
@@ -223,10 +208,10 @@ class _Track:
 class FaceTracker:
     """Follows faces through the frames of a video.
 
-    ``model``: a predict.LandmarkModel; ``detector``: anything with ``detect(image_bgr)``
-    (face_detector's detectors, or predict.HaarDetector). Call ``update`` once per frame,
-    in order. ``timings`` adds up the seconds spent detecting and in the landmark model;
-    ``detector_calls`` counts the detector's runs.
+    ``model``: a predict.LandmarkModel; ``detector``: a face_detector detector (its
+    ``detect(image_bgr)`` gives face_detector.Detection objects, best first). Call
+    ``update`` once per frame, in order. ``timings`` adds up the seconds spent detecting and
+    in the landmark model; ``detector_calls`` counts the detector's runs.
     """
 
     def __init__(self, model, detector, options: TrackerOptions | None = None):
@@ -278,7 +263,7 @@ class FaceTracker:
         """Run the detector; start a track on each face not tracked yet. A face found where
         a track was lost in this frame (a sudden move) keeps that track's id."""
         started = time.perf_counter()
-        detections = detections_of(self.detector, frame_bgr)
+        detections = self.detector.detect(frame_bgr)
         self.detector_calls += 1
         self.timings["detect"] += time.perf_counter() - started
 

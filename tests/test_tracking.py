@@ -14,6 +14,7 @@ import pytest
 import bench_video
 import dataset
 import evaluate
+import face_detector
 import geometry
 import predict
 import tracking
@@ -24,14 +25,14 @@ SMALL_WH = (320, 240)
 
 
 class CountingDetector:
-    """The Haar detector, counting its calls and the frames they were made on."""
+    """The default detector, counting its calls."""
 
     def __init__(self):
-        self.inner = predict.HaarDetector()
-        self.calls = []
+        self.inner = predict.make_detector()
+        self.calls = 0
 
     def detect(self, image):
-        self.calls.append(len(self.calls))
+        self.calls += 1
         return self.inner.detect(image)
 
 
@@ -136,7 +137,7 @@ def test_smoothing_steadies_a_still_face_under_camera_noise(model, lfpw_faces):
     rng = np.random.default_rng(1)
     noisy = [np.clip(frame + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8) for _ in range(16)]
     for smoothing in (True, False):
-        tracker = tracking.FaceTracker(model, predict.HaarDetector(),
+        tracker = tracking.FaceTracker(model, predict.make_detector(),
                                        tracking.TrackerOptions(smoothing=smoothing))
         faces = [tracker.update(image, index / 30)[0] for index, image in enumerate(noisy)]
         shown = np.array([f.landmarks_px for f in faces[4:]])
@@ -174,7 +175,7 @@ def test_one_face_is_tracked_with_one_id_and_the_detector_rests(model, lfpw_face
             assert faces[0].frames_tracked == index + 1
             errors.append(nme(faces[0].raw_landmarks_px, truths[0]))
         # Only frame 0 (nothing tracked) with one face allowed; every 8th frame with two.
-        assert len(detector.calls) == expected_calls, (max_faces, detect_every)
+        assert detector.calls == expected_calls, (max_faces, detect_every)
         assert max(errors) < 0.06 and np.mean(errors) < 0.04, errors
 
 
@@ -195,7 +196,7 @@ def test_two_faces_keep_distinct_stable_ids(model, lfpw_faces):
             id_of.setdefault(nearest, tracked.track_id)
             assert id_of[nearest] == tracked.track_id, f"frame {index}: face {nearest} changed id"
     assert sorted(id_of.values()) == [0, 1]
-    assert len(detector.calls) == 3  # frames 0, 4, 8: fewer faces than max_faces are tracked
+    assert detector.calls == 3  # frames 0, 4, 8: fewer faces than max_faces are tracked
 
 
 class LooseDetector:
@@ -207,7 +208,8 @@ class LooseDetector:
         self.box = (x + 0.55 * w, y, w, h)
 
     def detect(self, image):
-        return [self.box]
+        return [face_detector.Detection(box_xywh=self.box, score=1.0, keypoints_px=None,
+                                        training_box_xywh=self.box, roll_deg=0.0)]
 
 
 def test_a_loose_detection_beside_a_tracked_face_does_not_start_a_track(model, lfpw_faces):
@@ -215,7 +217,7 @@ def test_a_loose_detection_beside_a_tracked_face_does_not_start_a_track(model, l
     it land on the tracked face: no second track."""
     photo, face = lfpw_faces[0]
     frame, truths = render(SMALL_WH, [((photo, face), bench_video.Pose())], face_px=90)
-    tracker = tracking.FaceTracker(model, predict.HaarDetector(),
+    tracker = tracking.FaceTracker(model, predict.make_detector(),
                                    tracking.TrackerOptions(max_faces=2, detect_every=1))
     assert [f.track_id for f in tracker.update(frame, 0.0)] == [0]
     tracker.detector = LooseDetector(geometry.box_from_landmarks(truths[0]))
@@ -272,7 +274,7 @@ def test_a_face_leaving_the_picture_is_dropped_and_not_drawn(model, lfpw_faces, 
     video = tmp_path / "leaving.mp4"
     write_video(video, frames)
     out = tmp_path / "out"
-    code = predict.run_video(str(video), model, predict.HaarDetector(), out)
+    code = predict.run_video(str(video), model, predict.make_detector(), out)
     assert code == predict.EXIT_OK, capsys.readouterr().err
     records = [json.loads(line) for line in (out / "leaving_landmarks.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == list(range(len(frames)))
@@ -304,7 +306,7 @@ def test_a_video_that_cannot_be_opened_is_named(model, tmp_path, capsys):
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # an mp4 keeps its index at the end
     for path, fault in ((not_video, "not a video OpenCV can read"), (cut, "cut short"),
                         (tmp_path / "absent.mp4", "no such file")):
-        code = predict.run_video(str(path), model, predict.HaarDetector(), tmp_path / "out")
+        code = predict.run_video(str(path), model, predict.make_detector(), tmp_path / "out")
         assert code == predict.EXIT_BAD_INPUT
         err = capsys.readouterr().err
         assert f"{path}: cannot open video" in err and fault in err
@@ -319,7 +321,7 @@ def test_a_video_that_ends_early_keeps_the_frames_done(model, lfpw_faces, tmp_pa
     write_video(video, frames, fourcc="MJPG")
     video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
     out = tmp_path / "out"
-    code = predict.run_video(str(video), model, predict.HaarDetector(), out)
+    code = predict.run_video(str(video), model, predict.make_detector(), out)
     err = capsys.readouterr().err
     assert code == predict.EXIT_BAD_INPUT
     done = len((out / "cut_landmarks.jsonl").read_text().splitlines())
