@@ -201,8 +201,7 @@ class _Track:
         shown = self.smoother(raw, timestamp_s, 1.0 / self.next_box_xywh[2]) if smoothing else raw
         self.frames_tracked += 1
         self.face = TrackedFace(self.track_id, tuple(float(v) for v in box_xywh), shown, raw, score,
-                                roll_deg, self.frames_tracked,
-                                getattr(prediction, "landmark_confidence", None))
+                                roll_deg, self.frames_tracked, prediction.landmark_confidence)
 
 
 class FaceTracker:
@@ -227,7 +226,6 @@ class FaceTracker:
         """The faces of this frame, oldest track first."""
         options = self.options
         self.frame_index += 1
-        height, width = frame_bgr.shape[:2]
 
         started = time.perf_counter()
         image_grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
