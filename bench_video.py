@@ -165,7 +165,10 @@ def track_clip(clip: SyntheticClip, model, detector, options: tracking.TrackerOp
         ids.append([face.track_id for face in faces])
         if faces:
             shown[index], raw[index] = faces[0].landmarks_px, faces[0].raw_landmarks_px
-            sides[index] = faces[0].box_xywh[2]
+            # The face size the track's filter scales speed by (the box of its raw points).
+            raw_points = faces[0].raw_landmarks_px
+            sides[index] = tracking.box_from_landmarks_upright(
+                raw_points, geometry.roll_from_landmarks(raw_points))[2]
             starts[index] = faces[0].frames_tracked == 1
     return {"shown": shown, "raw": raw, "sides": sides, "truths": truths, "ids": ids, "starts": starts,
             "seconds": seconds, "detector_calls": tracker.detector_calls, "timings": dict(tracker.timings)}

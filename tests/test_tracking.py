@@ -352,3 +352,19 @@ def test_no_draw_writes_only_the_json(lfpw_face, tmp_path, capsys):
                                          "pose", "eyes", "mouth", "monitor"}
     assert [line["time_s"] for line in lines] == [0.0, 0.1, 0.2]  # the clip's 10 frames/s
     assert "frames/s" in capsys.readouterr().out
+
+
+def test_bench_video_tuning_replays_a_smoothed_run_exactly(model, lfpw_faces):
+    """bench_video.py --tune smooths the points of one unsmoothed run afterwards; that is
+    only honest if it gives exactly the points of a run with smoothing on."""
+    photo, face = lfpw_faces[0]
+    path = bench_video.clip_path(still=6, move=4, jumps_px=(9.0, 27.0), settle=4)
+    options = tracking.TrackerOptions(max_faces=1)
+    runs = {smoothing: bench_video.track_clip(
+        bench_video.SyntheticClip(photo, face.landmarks_px, path, face_px=90, canvas_wh=SMALL_WH),
+        model, predict.make_detector(), dataclasses.replace(options, smoothing=smoothing))
+        for smoothing in (False, True)}
+    assert not np.isnan(runs[True]["shown"]).any()
+    replayed = bench_video.one_euro(runs[False], options.min_cutoff, options.beta, options.d_cutoff)
+    assert np.array_equal(replayed, runs[True]["shown"])
+    assert not np.array_equal(runs[True]["shown"], runs[True]["raw"])  # the filter did act
