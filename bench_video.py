@@ -252,7 +252,8 @@ def main(argv=None) -> int:
                                           smoothing=smoothing, min_cutoff=args.min_cutoff, beta=args.beta)
         clip = SyntheticClip(photo, face.landmarks_px, path, args.face_px, args.noise)
         run = track_clip(clip, model, detector, options)
-        name = f"smoothing on (min_cutoff {args.min_cutoff:g}, beta {args.beta:g})" if smoothing else "smoothing off"
+        name = (f"smoothing on (min_cutoff {args.min_cutoff:g}, beta {args.beta:g})" if smoothing
+                else "smoothing off")
         row = measure(run["shown"], run["truths"], segments, args.lag_margin)
         row.update(frames_per_s=len(clip) / run["seconds"], detector_calls=run["detector_calls"],
                    track_ids=sorted({i for ids in run["ids"] for i in ids}),

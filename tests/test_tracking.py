@@ -186,7 +186,8 @@ def test_two_faces_keep_distinct_stable_ids(model, lfpw_faces):
     tracker = tracking.FaceTracker(model, detector, tracking.TrackerOptions(max_faces=3, detect_every=4))
     id_of = {}
     for index, shift in enumerate(bench_video.ease(12, 0, 20)):
-        poses = [bench_video.Pose(dx=-95 + float(shift), dy=-5.0), bench_video.Pose(dx=95 - float(shift), dy=5.0)]
+        poses = [bench_video.Pose(dx=-95 + float(shift), dy=-5.0),
+                 bench_video.Pose(dx=95 - float(shift), dy=5.0)]
         frame, truths = render(SMALL_WH, list(zip(lfpw_faces, poses)), face_px=80)
         faces = tracker.update(frame, index / 30)
         assert len(faces) == 2, f"frame {index}: {len(faces)} faces"
