@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import ipaddress
+import math
 import sys
 import threading
 import time
@@ -164,6 +165,8 @@ def create_app(model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT
         try:
             data, name = read_upload()
             record = service.annotate(data, name)
+        except predict.ModelOutputError as err:  # the server's model is at fault, not the upload
+            return json_error(500, f"{err.model_path.name}: {err.fault}")
         except predict.InputError as err:
             return json_error(400, str(err))
         except Busy:
@@ -175,6 +178,13 @@ def create_app(model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT
 
     @app.errorhandler(413)
     def too_large(error):
+        length = request.content_length
+        if length is not None and length <= app.config["MAX_CONTENT_LENGTH"]:
+            # Within the size limit: Werkzeug refused the form itself.
+            return json_error(413, "multipart upload refused: more than "
+                              f"{app.config['MAX_FORM_PARTS']} parts, or a text field over "
+                              f"{app.config['MAX_FORM_MEMORY_SIZE'] / 1000:g} KB; send only the "
+                              "file field 'image'")
         return json_error(413, f"upload too large: the limit is {max_upload_mb:g} MB")
 
     @app.errorhandler(HTTPException)
@@ -212,6 +222,22 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def port_number(text: str) -> int:
+    if not (text.isdigit() and 0 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"wants a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def positive_megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"wants a size in MB above 0, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     from werkzeug.serving import make_server
 
@@ -221,15 +247,15 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(predict.DEFAULT_MODEL), help="a .tflite from export_tflite.py")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (0.0.0.0: every interface, the whole network)")
-    parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
+    parser.add_argument("--port", type=port_number, default=5000, help="0 picks a free port")
     parser.add_argument("--detector", choices=sorted(predict.DETECTORS), default=predict.DEFAULT_DETECTOR)
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB)
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    parser.add_argument("--max-upload-mb", type=positive_megabytes, default=DEFAULT_MAX_UPLOAD_MB)
+    parser.add_argument("--workers", type=predict.positive_int, default=DEFAULT_WORKERS,
                         help="images processed at once (one TFLite interpreter each)")
     args = parser.parse_args(argv)
 
     try:
-        app = create_app(args.model, args.detector, args.max_upload_mb, max(1, args.workers))
+        app = create_app(args.model, args.detector, args.max_upload_mb, args.workers)
     except predict.InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return predict.EXIT_BAD_INPUT

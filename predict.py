@@ -20,30 +20,50 @@ import argparse
 import io
 import json
 import math
+import os
+import re
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
-from PIL import Image, UnidentifiedImageError
+MAX_PIXELS = 80_000_000  # a 16-bit 80 MP photo is already 480 MB decoded
+# A second wall behind decode_image's header check: OpenCV's own decoders refuse larger
+# images. OpenCV reads this variable once, when it is loaded, so it is set before cv2 is.
+_opencv_limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "")
+if not (_opencv_limit.isdigit() and 0 < int(_opencv_limit) <= MAX_PIXELS):
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_PIXELS)
 
-import face_measures
-import geometry
-from face_detector import (DEFAULT_DETECTOR, DETECTORS, Detection, HaarDetector, InputError,  # noqa: F401
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+import face_measures  # noqa: E402
+import geometry  # noqa: E402
+from face_detector import (DEFAULT_DETECTOR, DETECTORS, Detection, HaarDetector, InputError,  # noqa: E402, F401
                            make_detector, make_interpreter)
 import tracking
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "landmarks_int8.tflite"
-MAX_PIXELS = 80_000_000  # a 16-bit 80 MP photo is already 480 MB decoded
+# Model output, in crop coordinates ([-0.5, 0.5] is the crop): a point further than this
+# from the crop centre is not a landmark but a broken model.
+MAX_OUTPUT_NORM = 2.0
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 2, 3
 
 # Lines of the 68-point outline: (first, last, closed).
 OUTLINE_68 = ((0, 16, False), (17, 21, False), (22, 26, False), (27, 30, False), (31, 35, False),
               (36, 41, True), (42, 47, True), (48, 59, True), (60, 67, True))
+
+
+class ModelOutputError(InputError):
+    """The model answered with non-finite or absurd coordinates: the model, not the photo,
+    is at fault; the message names the model."""
+
+    def __init__(self, model_path: Path, fault: str):
+        super().__init__(f"{model_path}: {fault}")
+        self.model_path, self.fault = Path(model_path), fault
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,12 +94,18 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
     except Image.DecompressionBombError:  # Pillow's own limit (~179 MP) stops it before ours
         raise InputError(f"{name}: image too large (the limit is {max_pixels / 1e6:.0f} MP)") from None
     except (UnidentifiedImageError, OSError, ValueError):
-        width = height = 0  # let OpenCV have its say below
+        # OpenCV reads formats Pillow does not (Radiance .hdr, OpenEXR, PFM): it would decode
+        # them in full before anyone knew their size, so they are refused.
+        raise InputError(f"{name}: not an image whose size can be read before decoding "
+                         "(corrupt, or a format other than JPEG, PNG, BMP, WebP, TIFF, GIF)") from None
     if width * height > max_pixels:
         raise InputError(f"{name}: image too large ({width}x{height} pixels; the limit is "
                          f"{max_pixels / 1e6:.0f} MP)")
     # IMREAD_COLOR: 3-channel 8-bit BGR from grey/RGBA/16-bit, EXIF orientation applied.
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OPENCV_IO_MAX_IMAGE_PIXELS, or a decoder's own complaint
+        image = None
     if image is None:
         raise InputError(f"{name}: not an image OpenCV can read (corrupt or unsupported format)")
     return image
@@ -199,6 +225,7 @@ class LandmarkModel:
                 points = self._output(interpreter, detail)
             else:
                 confidence = self._output(interpreter, detail).astype(np.float64)
+        points, confidence = self.checked_output(points, confidence)
         return geometry.norm_to_px(points.reshape(-1, 2), self.image_dim), confidence
 
     def run(self, crop_input: np.ndarray) -> np.ndarray:
@@ -225,6 +252,22 @@ class LandmarkModel:
             landmark_confidence=confidence,
             score=face_score(confidence),
             roll_deg=float(roll_deg))
+
+    def checked_output(self, output_norm: np.ndarray, confidence: np.ndarray | None = None):
+        """The model's [136] points in crop coordinates and its [68] confidences (or None),
+        as they are; ModelOutputError when either is non-finite or a point lies far outside
+        the crop (a broken or mis-converted model)."""
+        if not np.all(np.isfinite(output_norm)):
+            raise ModelOutputError(self.path, "the model output non-finite coordinates "
+                                   f"({np.count_nonzero(~np.isfinite(output_norm))} of {output_norm.size})")
+        worst = float(np.abs(output_norm).max())
+        if worst > MAX_OUTPUT_NORM:
+            raise ModelOutputError(self.path, f"the model output a coordinate of {worst:.3g} crop "
+                                   f"sides from the centre (at most {MAX_OUTPUT_NORM:g} is plausible)")
+        if confidence is not None and not np.all(np.isfinite(confidence)):
+            raise ModelOutputError(self.path, "the model output non-finite confidences "
+                                   f"({np.count_nonzero(~np.isfinite(confidence))} of {confidence.size})")
+        return output_norm, confidence
 
     def predict_box(self, image: np.ndarray, box_xywh) -> np.ndarray:
         """68 x 2 landmarks in the image's pixels for one face box."""
@@ -274,9 +317,73 @@ def parse_box(text: str) -> tuple:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise argparse.ArgumentTypeError(f"--box wants x,y,w,h with w, h > 0, got {text!r}")
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[2] <= 0 or values[3] <= 0:
+        raise argparse.ArgumentTypeError(f"--box wants four finite numbers x,y,w,h with w, h > 0, "
+                                         f"got {text!r}")
     return values
+
+
+# Largest face box side, in multiples of the photo's longer side: past that the crop is
+# mostly padding, and framing it would cost memory for nothing.
+MAX_BOX_SIDE_RATIO = 2.0
+
+
+def check_box(box_xywh, image_shape, name: str) -> tuple:
+    """``box_xywh`` if it can frame a face in a photo of ``image_shape``; InputError if it
+    does not overlap the photo or dwarfs it."""
+    x, y, w, h = box_xywh
+    height, width = image_shape[:2]
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise InputError(f"{name}: --box {x:g},{y:g},{w:g},{h:g} does not overlap the "
+                         f"{width}x{height} photo")
+    if max(w, h) > MAX_BOX_SIDE_RATIO * max(width, height):
+        raise InputError(f"{name}: --box {x:g},{y:g},{w:g},{h:g} is more than "
+                         f"{MAX_BOX_SIDE_RATIO:g} times the size of the {width}x{height} photo")
+    return box_xywh
+
+
+def join_negative_box(argv: list[str]) -> list[str]:
+    """``--box -50,10,100,100`` as ``--box=-50,10,100,100``: argparse takes a value that
+    starts with '-' (and is not one plain number) for an option."""
+    joined, index = [], 0
+    while index < len(argv):
+        if argv[index] == "--box" and index + 1 < len(argv) and re.fullmatch(r"-[\d.].*", argv[index + 1]):
+            joined.append(f"--box={argv[index + 1]}")
+            index += 2
+        else:
+            joined.append(argv[index])
+            index += 1
+    return joined
+
+
+def output_stems(files, out_dir: Path) -> list[Path]:
+    """For each input, the path its ``.png`` and ``.json`` are written to, less the suffix:
+    ``<out>/<whole stem>_landmarks``, with ``-2``, ``-3``... added where two inputs share a
+    stem (``a.jpg`` and ``a.png``, ``d1/x.jpg`` and ``d2/x.jpg``) or where the name would be
+    one of the inputs themselves: no output overwrites another, nor an input."""
+    inputs = {os.path.abspath(p) for p in files}
+    taken, stems = set(), []
+    for path in files:
+        base, number = f"{Path(path).stem}_landmarks", 1
+        while True:
+            stem = out_dir / (base if number == 1 else f"{base}-{number}")
+            outputs = {os.path.abspath(f"{stem}{suffix}") for suffix in (".png", ".json")}
+            if not outputs & (taken | inputs):
+                break
+            number += 1
+        taken |= outputs
+        stems.append(stem)
+    return stems
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"wants a whole number of at least 1, got {text!r}")
+    return value
 
 
 def image_record(name: str, image: np.ndarray, predictions: list[FacePrediction],
@@ -293,7 +400,8 @@ def annotate_image(path, model: LandmarkModel, detector, box=None,
                    measure_options: face_measures.MeasureOptions | None = None) -> tuple[dict, np.ndarray]:
     """Detect (or take `box`) and predict: (the JSON record, the decoded image)."""
     image = load_image(path)
-    predictions = model.predict(image, [box]) if box else model.predict_detections(image, detector.detect(image))
+    predictions = (model.predict(image, [check_box(box, image.shape, str(path))]) if box
+                   else model.predict_detections(image, detector.detect(image)))
     return image_record(str(path), image, predictions, measure_options), image
 
 
@@ -399,6 +507,22 @@ def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_fr
 # Command line
 # ---------------------------------------------------------------------------------------
 
+def write_outputs(png_path: Path, json_path: Path, annotated: np.ndarray | None, record: dict) -> None:
+    """The annotated image (unless None: --no-draw) and the JSON record; InputError naming
+    the file that could not be written."""
+    if annotated is not None:
+        try:
+            written = cv2.imwrite(str(png_path), annotated)
+        except cv2.error:
+            written = False
+        if not written:
+            raise InputError(f"{png_path}: could not write the annotated image")
+    try:
+        json_path.write_text(json.dumps(record, indent=1))
+    except OSError as err:
+        raise InputError(f"{json_path}: could not write ({err.strerror})") from None
+
+
 def expand_inputs(paths) -> tuple[list[Path], list[str]]:
     """Files as given; directories expanded to the images inside. Returns (files, errors)."""
     files, errors = [], []
@@ -426,7 +550,7 @@ def main(argv=None) -> int:
     parser.add_argument("--box", type=parse_box, help="face box x,y,w,h: skip detection")
     parser.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR,
                         help="face detector (blazeface: the short range model, or the full range one for small faces; see models/DETECTORS.md)")
-    parser.add_argument("--threads", type=int, default=1, help="TFLite interpreter threads")
+    parser.add_argument("--threads", type=positive_int, default=1, help="TFLite interpreter threads")
     parser.add_argument("--flip-average", action="store_true",
                         help="average with the mirrored face's prediction (2x time, a bit more accurate)")
     parser.add_argument("--video", help="a video file or a camera index (0, 1, ...)")
@@ -437,7 +561,7 @@ def main(argv=None) -> int:
                         help="write only the JSON: no annotated image or video")
     tracking.add_tracker_arguments(parser)
     face_measures.add_option_flags(parser, face_measures.BlinkOptions)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_box(sys.argv[1:] if argv is None else list(argv)))
     if not args.images and args.video is None:
         parser.error("give image files (or --video SOURCE)")
 
@@ -448,33 +572,45 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        print(f"error: --out {out_dir}: is a file, not a folder", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"error: --out {out_dir}: cannot create the folder ({err.strerror})", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.video is not None:
-        return run_video(args.video, model, detector, out_dir, args.max_frames, args.draw,
-                         tracking.options_from(args), face_measures.MeasureOptions(focal_px=args.focal_px),
-                         face_measures.options_from_args(args, face_measures.BlinkOptions))
+        try:
+            return run_video(args.video, model, detector, out_dir, args.max_frames, args.draw,
+                             tracking.options_from(args), face_measures.MeasureOptions(focal_px=args.focal_px),
+                             face_measures.options_from_args(args, face_measures.BlinkOptions))
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
 
     files, errors = expand_inputs(args.images)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     results, no_face = [], []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path in files:
+    for path, stem in zip(files, output_stems(files, out_dir)):
+        png_path, json_path = Path(f"{stem}.png"), Path(f"{stem}.json")
         try:
             record, image = annotate_image(path, model, detector, args.box,
                                            face_measures.MeasureOptions(focal_px=args.focal_px))
+            annotated = (face_measures.draw_measures(draw_landmarks(image, record["faces"]), record["faces"])
+                         if args.draw else None)
+            write_outputs(png_path, json_path, annotated, record)
         except InputError as err:
             errors.append(str(err))
             print(f"error: {err}", file=sys.stderr)
+            if isinstance(err, ModelOutputError):
+                break  # the next photo would fare no better
             continue
-        stem = out_dir / f"{path.stem}_landmarks"
-        if args.draw:
-            cv2.imwrite(str(stem.with_suffix(".png")),
-                        face_measures.draw_measures(draw_landmarks(image, record["faces"]), record["faces"]))
-        stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
         results.append(record)
         if record["faces"]:
-            written = stem.with_suffix(".png" if args.draw else ".json")
-            print(f"{path}: {len(record['faces'])} face(s) -> {written}", file=sys.stderr)
+            print(f"{path}: {len(record['faces'])} face(s) -> {png_path if args.draw else json_path}",
+                  file=sys.stderr)
         else:
             no_face.append(str(path))
             print(f"{path}: no face found (try --box x,y,w,h)", file=sys.stderr)

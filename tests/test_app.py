@@ -364,3 +364,46 @@ def test_app_serves_in_the_pi_environment_on_loopback(pi_python):
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------
+# Hardening (issue 12)
+# ---------------------------------------------------------------------------------------
+
+def test_a_multipart_of_many_small_parts_is_told_so_not_that_it_is_too_large(client):
+    fields = {f"f{i}": "x" for i in range(5000)}  # ~200 KB, far under the 16 MB limit
+    fields["image"] = (io.BytesIO(ASTRONAUT.read_bytes()), "photo.jpg")
+    response = client.post("/api/landmarks", data=fields, content_type="multipart/form-data")
+    assert response.status_code == 413 and response.is_json
+    assert response.get_json()["error"].startswith("multipart upload refused: more than 1000 parts")
+
+
+def test_a_hdr_upload_is_refused_before_decoding(client):
+    ok, encoded = cv2.imencode(".hdr", np.ones((30, 40, 3), np.float32))
+    assert ok
+    response = upload(client, encoded.tobytes(), "wide.hdr")
+    assert response.status_code == 400
+    assert "wide.hdr: not an image whose size can be read before decoding" in response.get_json()["error"]
+
+
+def test_a_model_answering_nonsense_gets_500_naming_the_model(tmp_path):
+    from test_predict import model_with_constant_output
+
+    broken = model_with_constant_output(tmp_path / "broken.tflite", 5e6)
+    client = app_module.create_app(model_path=broken).test_client()
+    response = upload(client, ASTRONAUT.read_bytes())
+    assert response.status_code == 500
+    assert response.get_json()["error"].startswith("broken.tflite: the model output a coordinate of 5e+06")
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--port", "99999", "--port: wants a port number from 0 to 65535, got '99999'"),
+    ("--max-upload-mb", "-1", "--max-upload-mb: wants a size in MB above 0, got '-1'"),
+    ("--max-upload-mb", "nan", "--max-upload-mb: wants a size in MB above 0, got 'nan'"),
+    ("--workers", "0", "--workers: wants a whole number of at least 1, got '0'"),
+])
+def test_out_of_range_server_settings_are_refused(capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        app_module.main([flag, value])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

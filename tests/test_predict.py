@@ -4,6 +4,7 @@ inputs among good ones."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import cv2
@@ -179,3 +180,150 @@ def test_video_is_processed_with_fps_reported(pi_python, lfpw_face, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "8 frames" in result.stdout and "frames/s" in result.stdout
     assert (tmp_path / "out" / "clip_landmarks.mp4").stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------------------
+# Hardening (issue 12): outputs never overwrite, boxes and model outputs are checked
+# ---------------------------------------------------------------------------------------
+
+def test_output_names_keep_the_whole_stem_and_never_collide_or_hit_an_input(tmp_path):
+    out = tmp_path / "photos"
+    files = [out / "photo.v2.jpg", tmp_path / "img" / "a.jpg", tmp_path / "img" / "a.png",
+             tmp_path / "d1" / "x.jpg", tmp_path / "d2" / "x.jpg",
+             out / "b_landmarks.png", out / "b.jpg"]  # b.jpg's natural output is an input
+    stems = predict.output_stems(files, out)
+    assert [s.name for s in stems] == ["photo.v2_landmarks", "a_landmarks", "a_landmarks-2",
+                                       "x_landmarks", "x_landmarks-2", "b_landmarks_landmarks",
+                                       "b_landmarks-2"]
+    assert all(s.parent == out for s in stems)
+
+
+def test_predict_writes_one_output_per_input_and_leaves_inputs_alone(pi_python, lfpw_face, tmp_path):
+    image_path, face = lfpw_face
+    photos = tmp_path / "photos"
+    (photos / "d1").mkdir(parents=True)
+    (photos / "d2").mkdir()
+    photo = cv2.imread(str(image_path))
+    versions = {"photo.v2.jpg": photo, "d1/x.jpg": photo, "d2/x.jpg": np.ascontiguousarray(photo[:, ::-1])}
+    for name, image in versions.items():
+        cv2.imwrite(str(photos / name), image)
+    own_png, own_json = photos / "photo.png", photos / "photo.json"  # the user's own files
+    own_png.write_bytes(b"mine")
+    own_json.write_text("mine")
+    box = ",".join(str(v) for v in face.box_xywh)
+    result = run_predict(pi_python, photos / "photo.v2.jpg", photos / "d1" / "x.jpg",
+                         photos / "d2" / "x.jpg", "--out", photos, "--box", box)
+    assert result.returncode == 0, result.stderr
+    assert own_png.read_bytes() == b"mine" and own_json.read_text() == "mine"
+    written = {name: json.loads((photos / name).read_text())["image"]
+               for name in ("photo.v2_landmarks.json", "x_landmarks.json", "x_landmarks-2.json")}
+    assert written == {"photo.v2_landmarks.json": str(photos / "photo.v2.jpg"),
+                       "x_landmarks.json": str(photos / "d1" / "x.jpg"),
+                       "x_landmarks-2.json": str(photos / "d2" / "x.jpg")}
+    for name in ("photo.v2_landmarks.png", "x_landmarks.png", "x_landmarks-2.png"):
+        assert cv2.imread(str(photos / name)).shape == photo.shape
+
+
+@pytest.mark.parametrize("box, message", [
+    ("nan,0,100,100", "--box wants four finite numbers"),
+    ("0,0,inf,100", "--box wants four finite numbers"),
+    ("1e12,0,100,100", "does not overlap"),
+    ("-500,10,100,100", "does not overlap"),
+    ("0,0,20000,20000", "more than 2 times the size"),
+])
+def test_unusable_boxes_are_refused_with_exit_2(pi_python, lfpw_face, tmp_path, box, message):
+    image_path, _ = lfpw_face
+    result = run_predict(pi_python, image_path, "--box", box, "--out", tmp_path)
+    assert result.returncode == predict.EXIT_BAD_INPUT, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*_landmarks.*"))
+
+
+def test_a_box_with_a_negative_corner_is_accepted_without_an_equals_sign(lfpw_face, tmp_path, capsys):
+    image_path, face = lfpw_face
+    x, y, w, h = face.box_xywh
+    box = f"{-0.25 * w:g},{y:g},{x + 0.75 * w:g},{h:g}"  # starts left of the photo, overlaps it
+    assert predict.main([str(image_path), "--box", box, "--out", str(tmp_path), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["faces"][0]["box"] == [round(float(v), 2) for v in box.split(",")]
+
+
+def test_out_that_is_a_file_and_threads_0_are_refused_clearly(pi_python, lfpw_face, tmp_path):
+    image_path, _ = lfpw_face
+    not_a_folder = tmp_path / "out.txt"
+    not_a_folder.write_text("keep me")
+    result = run_predict(pi_python, image_path, "--out", not_a_folder)
+    assert result.returncode == 2 and "out.txt: is a file, not a folder" in result.stderr
+    assert not_a_folder.read_text() == "keep me"
+    result = run_predict(pi_python, image_path, "--threads", "0", "--out", tmp_path)
+    assert result.returncode == 2 and "--threads: wants a whole number of at least 1" in result.stderr
+
+
+def test_a_failed_write_is_reported_not_claimed(lfpw_face, tmp_path, monkeypatch, capsys):
+    image_path, face = lfpw_face
+    monkeypatch.setattr(predict.cv2, "imwrite", lambda *args, **kwargs: False)
+    box = ",".join(str(v) for v in face.box_xywh)
+    assert predict.main([str(image_path), "--box", box, "--out", str(tmp_path)]) == predict.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"{image_path.stem}_landmarks.png: could not write the annotated image" in err
+    assert "face(s) ->" not in err
+
+
+def model_with_constant_output(path, value: float):
+    """A TFLite model of the landmark model's shapes whose 136 outputs are all ``value``
+    (NaN: the square root of a negative number, computed at run time)."""
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((128, 128, 1))
+    dense = keras.layers.Dense(136)
+    outputs = dense(keras.layers.GlobalAveragePooling2D()(inputs))
+    if np.isnan(value):
+        outputs = keras.layers.Lambda(lambda t: keras.ops.sqrt(t - 2.0))(outputs)
+    model = keras.Model(inputs, outputs)
+    dense.set_weights([np.zeros((1, 136), np.float32), np.full(136, 0.0 if np.isnan(value) else value,
+                                                               np.float32)])
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    path.with_suffix(".json").write_text(INT8_MODEL.with_suffix(".json").read_text())
+    return path
+
+
+@pytest.mark.parametrize("value, fault", [(np.nan, "non-finite coordinates (136 of 136)"),
+                                          (5e6, "a coordinate of 5e+06 crop sides")])
+def test_non_finite_or_absurd_model_output_is_an_error_naming_the_model(lfpw_face, tmp_path, capsys,
+                                                                        value, fault):
+    image_path, face = lfpw_face
+    model_path = model_with_constant_output(tmp_path / "broken.tflite", value)
+    model = predict.LandmarkModel(model_path)
+    with pytest.raises(predict.ModelOutputError, match=re.escape(f"broken.tflite: the model output {fault}")):
+        model.predict_box(predict.load_image(image_path), face.box_xywh)
+    box = ",".join(str(v) for v in face.box_xywh)
+    args = [str(image_path), "--box", box, "--model", str(model_path), "--out", str(tmp_path / "out")]
+    assert predict.main(args) == predict.EXIT_BAD_INPUT
+    assert f"broken.tflite: the model output {fault}" in capsys.readouterr().err
+
+
+def test_a_format_whose_size_cannot_be_read_first_is_refused(tmp_path):
+    """OpenCV decodes Radiance .hdr, which Pillow cannot size: refused before decoding."""
+    hdr = tmp_path / "wide.hdr"
+    assert cv2.imwrite(str(hdr), np.ones((40, 60, 3), np.float32))
+    assert cv2.imread(str(hdr)) is not None  # OpenCV itself would decode it
+    with pytest.raises(predict.InputError, match="wide.hdr: not an image whose size can be read"):
+        predict.load_image(hdr)
+
+
+def test_opencv_decoders_are_capped_too(pi_python):
+    """The second wall: predict.py sets OPENCV_IO_MAX_IMAGE_PIXELS before loading OpenCV, so
+    an image that reached cv2 past the header check would still not be decoded in full."""
+    probe = """
+import predict  # first, as predict.py and app.py are run
+import cv2, numpy as np
+header = b"#?RADIANCE\\nFORMAT=32-bit_rle_rgbe\\n\\n-Y 10000 +X 9000\\n" + bytes(400)
+try:
+    cv2.imdecode(np.frombuffer(header, np.uint8), cv2.IMREAD_COLOR)
+except cv2.error as err:
+    print("refused:", "CV_IO_MAX_IMAGE_PIXELS" in str(err))
+"""
+    result = subprocess.run([pi_python, "-c", probe], cwd=REPO_DIR, capture_output=True, text=True,
+                            timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert result.stdout.strip() == "refused: True", result.stdout + result.stderr
