@@ -66,6 +66,25 @@ class BestCheckpoint(keras.callbacks.Callback):
                 print(f"\nepoch {epoch + 1}: {self.monitor} improved to {value:.5f}, saved {BEST_FULL}")
 
 
+class TrainingDiverged(RuntimeError):
+    """A validation figure became NaN or infinite: the run cannot improve any more."""
+
+
+class StopOnNonFiniteValidation(keras.callbacks.Callback):
+    """Ends ``fit`` with TrainingDiverged as soon as an epoch's validation loss or metric is
+    NaN or infinite. Keras' TerminateOnNaN watches only the training loss and ends the run
+    as a success; here the run fails, and the best checkpoint so far stays as it was."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        broken = {key: value for key, value in (logs or {}).items()
+                  if key.startswith("val_") and not math.isfinite(float(value))}
+        if broken:
+            figures = ", ".join(f"{key} = {float(value)}" for key, value in sorted(broken.items()))
+            raise TrainingDiverged(f"epoch {epoch + 1}: {figures}: training diverged (try a lower "
+                                   "--lr) or the validation data holds unusable values; the best "
+                                   "checkpoint saved so far is kept")
+
+
 class KeepReplicasInStep(keras.callbacks.Callback):
     """Keeps every replica's copy of the model identical where Keras does not (a no-op on
     one device):

@@ -79,6 +79,9 @@ def parse_dlib_xml(xml_path, subset: str = "") -> list[Face]:
                 box = tuple(float(box_el.get(k)) for k in ("left", "top", "width", "height"))
             except (TypeError, ValueError):
                 raise DataError(f"{where}: box needs numeric left, top, width, height") from None
+            if not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+                raise DataError(f"{where}: box needs finite left, top and width, height > 0, got "
+                                f"{', '.join(f'{v:g}' for v in box)}")
             parts = box_el.findall("part")
             if len(parts) != NUM_LANDMARKS:
                 raise DataError(f"{where}: has {len(parts)} points, expected {NUM_LANDMARKS}")
@@ -95,6 +98,10 @@ def parse_dlib_xml(xml_path, subset: str = "") -> list[Face]:
                 seen.add(index)
             if len(seen) != NUM_LANDMARKS:
                 raise DataError(f"{where}: part names are not 00..67")
+            if not np.all(np.isfinite(landmarks)):
+                bad = int(np.flatnonzero(~np.all(np.isfinite(landmarks), axis=1))[0])
+                raise DataError(f"{where}: part {bad:02d} has a non-finite coordinate "
+                                f"({landmarks[bad, 0]:g}, {landmarks[bad, 1]:g})")
             faces.append(Face(image_path, box, landmarks, subset, str(xml_path)))
     return faces
 
@@ -120,6 +127,10 @@ def parse_pts(pts_path) -> np.ndarray:
         raise DataError(f"{pts_path}: malformed .pts, every point line needs two numbers") from None
     if len(points) != declared:
         raise DataError(f"{pts_path}: header says {declared} points, file has {len(points)}")
+    if not np.all(np.isfinite(points)):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(points), axis=1))[0])
+        raise DataError(f"{pts_path}: point {bad + 1} has a non-finite coordinate "
+                        f"({points[bad, 0]:g}, {points[bad, 1]:g})")
     if declared != NUM_LANDMARKS:
         raise DataError(f"{pts_path}: has {declared} points, expected {NUM_LANDMARKS}")
     return points - 1.0  # 300-W .pts are 1-based

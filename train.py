@@ -93,11 +93,18 @@ def prepare_data(config: Config):
     if config.split == "xml" and config.val_fraction == 0:
         train_faces = dataset.load_faces(data_dir, "train", "xml")
         val_faces = dataset.load_faces(data_dir, "test", "xml")
+        for faces, part in ((train_faces, "train"), (val_faces, "test")):
+            if not faces:
+                raise dataset.DataError(f"{data_dir / f'labels_ibug_300W_{part}.xml'}: lists no faces")
     else:
-        train_faces, val_faces = dataset.split_by_image(
-            dataset.load_faces(data_dir, "train", config.split), config.val_fraction, config.seed)
+        faces = dataset.load_faces(data_dir, "train", config.split)
+        if not faces:
+            raise dataset.DataError(f"{data_dir}: no faces in the training part of the data "
+                                    f"(--split {config.split}); its annotation files list none there")
+        train_faces, val_faces = dataset.split_by_image(faces, config.val_fraction, config.seed)
     if not val_faces:
-        raise dataset.DataError("no validation faces: raise --val-fraction")
+        raise dataset.DataError(f"no validation faces: --val-fraction {config.val_fraction:g} of "
+                                f"{len(train_faces)} training faces holds none; raise it")
     logging.info("faces: %d train, %d validation", len(train_faces), len(val_faces))
     return (dataset.LandmarkDataset(train_faces, config, training=True),
             dataset.LandmarkDataset(val_faces, config, training=False))
@@ -174,7 +181,7 @@ def train(config: Config, strategy=None) -> dict:
         callbacks.BackupAndRestore(str(backup_dir), save_freq=min(50, steps),
                                    double_checkpoint=True),
     ] if chief else []
-    fit_callbacks += [callbacks.KeepReplicasInStep(), best]
+    fit_callbacks += [callbacks.StopOnNonFiniteValidation(), callbacks.KeepReplicasInStep(), best]
     if chief:
         fit_callbacks += [
             keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
@@ -232,11 +239,16 @@ def main(argv=None) -> int:
     config = parse_args(argv)
     import dataset
 
+    import callbacks
+
     try:
         train(config)
     except (dataset.DataError, distribute.StrategyError) as err:
         logging.error("%s", err)
         return 2
+    except callbacks.TrainingDiverged as err:
+        logging.error("%s", err)
+        return 1
     return 0
 
 

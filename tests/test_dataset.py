@@ -261,6 +261,14 @@ BAD_BOXES = {
     "duplicate name": (box_xml(names=NAMES[:6] + ["05"] + NAMES[7:]), "part names are not 00..67"),
     "box not numeric": (box_xml().replace("width='100'", "width='wide'"), "box needs numeric"),
     "part not numeric": (box_xml().replace("x='", "x='a", 1), "bad <part>"),
+    "part x nan": (box_xml().replace("x='", "x='nan' old='", 1),
+                   r"part 00 has a non-finite coordinate \(nan, "),
+    "part y inf": (box_xml(names=["07"] + NAMES[1:7] + ["00"] + NAMES[8:]).replace("y='", "y='inf' old='", 1),
+                   r"part 07 has a non-finite coordinate \(\S+, inf\)"),
+    "width nan": (box_xml().replace("width='100'", "width='nan'"),
+                  "box needs finite left, top and width, height > 0, got 100, 60, nan, 110"),
+    "left -inf": (box_xml().replace("left='100'", "left='-inf'"), "box needs finite left, top"),
+    "height 0": (box_xml().replace("height='110'", "height='0'"), "box needs finite left, top"),
 }
 
 
@@ -302,6 +310,8 @@ BAD_PTS = {
                       "every point line needs two numbers"),
     "no header": (f"version: 1\n{{\n{GOOD_ROWS}}}\n", "no 'n_points:' header"),
     "empty": ("", "no 'n_points:' header"),
+    "nan point": (f"version: 1\nn_points: 68\n{{\n{GOOD_ROWS.replace(GOOD_ROWS.split()[2], 'nan', 1)}}}\n",
+                  "point 2 has a non-finite coordinate"),
 }
 
 

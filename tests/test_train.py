@@ -363,3 +363,48 @@ def test_init_weights_of_another_architecture_is_refused(short_run, subset_dir, 
         "--checkpoint-dir", str(tmp_path / "bad"), "--no-download"])
     assert code == 2
     assert "best_model.weights.h5: cannot load its weights into --arch xception" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------
+# Runs that cannot succeed fail loudly (issue 12)
+# ---------------------------------------------------------------------------------------
+
+
+def test_non_finite_validation_stops_fit_with_an_error(tmp_path):
+    """A validation loss that is NaN ends fit() with TrainingDiverged at that epoch's end."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((16, 4), np.float32), np.zeros((16, 1), np.float32)
+    broken_y = y.copy()
+    broken_y[3] = np.nan
+    best = callbacks.BestCheckpoint(tmp_path)
+    with pytest.raises(callbacks.TrainingDiverged, match=r"epoch 1: val_loss = nan: training diverged"):
+        model.fit(x, y, batch_size=4, epochs=3, verbose=0, validation_data=(x, broken_y),
+                  callbacks=[callbacks.StopOnNonFiniteValidation(),
+                             keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: best.on_epoch_end(
+                                 e, {"val_nme": logs["val_loss"]}))])
+
+
+@pytest.mark.slow
+def test_a_diverging_run_exits_non_zero(train_faces, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_labels_xml(train_faces[:40], data_dir / "labels_ibug_300W_train.xml")
+    command = [sys.executable, "train.py", "--data-dir", str(data_dir), "--arch", "mobile",
+               "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4", "--split", "xml",
+               "--val-fraction", "0.2", "--lr", "1e30", "--checkpoint-dir", str(tmp_path / "run"),
+               "--no-download"]
+    result = subprocess.run(command, cwd=REPO_DIR, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "epoch 1: val_loss = nan" in result.stderr and "training diverged" in result.stderr
+    assert not (tmp_path / "run" / callbacks.FINAL_FULL).exists()
+
+
+def test_an_xml_without_faces_says_so(tmp_path, caplog):
+    import train
+
+    write_labels_xml([], tmp_path / "labels_ibug_300W_train.xml")
+    config = train.parse_args(["--data-dir", str(tmp_path), "--split", "xml", "--no-download"])
+    with pytest.raises(dataset.DataError, match=f"{tmp_path}: no faces in the training part"):
+        train.prepare_data(config)
