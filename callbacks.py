@@ -10,6 +10,8 @@ from pathlib import Path
 
 import keras
 
+import keras_private
+
 BEST_WEIGHTS = "best_model.weights.h5"
 BEST_FULL = "best_model_full.h5"
 FINAL_FULL = "final_model.h5"
@@ -29,13 +31,70 @@ def atomic_save(path: Path, save) -> None:
             tmp.unlink()
 
 
+PENDING_JOURNAL = "pending_saves.json"
+
+
+def save_together(directory, saves: dict) -> None:
+    """Write several files of ``directory`` as one: ``saves`` maps each file name to a
+    function writing it to a given path. Each is written to ``.pending-<name>``; then a
+    journal listing them is written atomically (the commit point); then all are renamed
+    into place and the journal removed. Killed before the journal, the old files stand;
+    after it, ``recover_directory`` completes the renames, so the files always agree."""
+    directory = Path(directory)
+    pending = {}
+    for name, save in saves.items():
+        save(str(directory / f".pending-{name}"))
+        pending[name] = f".pending-{name}"
+    atomic_save(directory / PENDING_JOURNAL, lambda p: Path(p).write_text(json.dumps(pending)))
+    recover_directory(directory)
+
+
+def recover_directory(directory) -> list[str]:
+    """Finish a ``save_together`` interrupted after its commit point, and remove what
+    killed runs left behind: uncommitted ``.pending-*`` files and the ``.tmp-<pid>-*``
+    files of ``atomic_save`` whose process is gone. Returns the names it completed or
+    removed."""
+    directory = Path(directory)
+    done = []
+    journal = directory / PENDING_JOURNAL
+    if journal.exists():
+        for name, temporary in json.loads(journal.read_text()).items():
+            if (directory / temporary).exists():
+                os.replace(directory / temporary, directory / name)
+                done.append(name)
+        journal.unlink()
+    for stale in directory.glob(".pending-*"):
+        stale.unlink()
+        done.append(stale.name)
+    for stale in directory.glob(".tmp-*-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            stale.unlink()
+            done.append(stale.name)
+    return done
+
+
+def process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def save_full_model(model: keras.Model, path: Path) -> None:
     atomic_save(path, lambda p: model.save(p))
 
 
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves ``best_model.weights.h5`` and ``best_model_full.h5`` whenever the monitored
-    validation figure improves; the best value so far survives a resume."""
+    validation figure improves; the best value so far survives a resume. The two files and
+    ``best_state.json`` are written together (``save_together``): a run killed while saving
+    them leaves the previous three or, once the next run starts, the new three."""
 
     def __init__(self, directory, monitor: str = "val_nme", enabled: bool = True,
                  resume: bool = False):
@@ -48,6 +107,9 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best = math.inf
 
     def on_train_begin(self, logs=None):
+        if self.enabled:
+            for name in recover_directory(self.directory):
+                print(f"{self.directory}: completed or removed {name}, left by an interrupted run")
         if self.resume and self.state_path.exists():
             self.best = json.loads(self.state_path.read_text())["best"]
 
@@ -59,10 +121,11 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value < self.best:
             self.best = float(value)
             if self.enabled:
-                atomic_save(self.directory / BEST_WEIGHTS, lambda p: self.model.save_weights(p))
-                save_full_model(self.model, self.directory / BEST_FULL)
-                atomic_save(self.state_path, lambda p: Path(p).write_text(
-                    json.dumps({"best": self.best, "epoch": epoch + 1, "monitor": self.monitor})))
+                state = {"best": self.best, "epoch": epoch + 1, "monitor": self.monitor}
+                save_together(self.directory, {
+                    BEST_WEIGHTS: lambda p: self.model.save_weights(p),
+                    BEST_FULL: lambda p: save_full_model(self.model, p),
+                    self.state_path.name: lambda p: Path(p).write_text(json.dumps(state))})
                 print(f"\nepoch {epoch + 1}: {self.monitor} improved to {value:.5f}, saved {BEST_FULL}")
 
 
@@ -162,6 +225,15 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
       backup taken early in the resumed epoch said "epoch 0" and a second interruption
       restarted the whole run: here the epoch number comes from ``fit`` itself.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # What the corrections below (and the resume message in train.py) rely on.
+        keras_private.require(keras.callbacks.BackupAndRestore, ["_save_model()", "_load_model()"],
+                              "callbacks.BackupAndRestore")
+        keras_private.require(self, ["_current_epoch", "_batches_seen_since_last_saving",
+                                     "_last_batch_seen", "_training_metadata_path"],
+                              "callbacks.BackupAndRestore")
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)

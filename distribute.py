@@ -201,9 +201,17 @@ def patch_keras_for_multi_worker() -> None:
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
+    import keras_private
+
+    trainer_class = tf_trainer.TensorFlowTrainer
+    if not getattr(tf_trainer, "_landmarks_multi_worker_patch", False):
+        keras_private.require(trainer_class, ["_maybe_symbolic_build(self, iterator, data_batch)"],
+                              "distribute.patch_keras_for_multi_worker")
+        keras_private.require(tf_trainer, ["reduce_per_replica(values, strategy, reduction)"],
+                              "distribute.patch_keras_for_multi_worker")
+        keras_private.require(tree, ["map_structure"], "distribute.patch_keras_for_multi_worker")
     if getattr(tf_trainer, "_landmarks_multi_worker_patch", False):
         return
-    trainer_class = tf_trainer.TensorFlowTrainer
     original_build, original_reduce = trainer_class._maybe_symbolic_build, tf_trainer.reduce_per_replica
 
     def maybe_symbolic_build(self, iterator=None, data_batch=None):

@@ -112,10 +112,26 @@ def prepare_data(config: Config):
 
 def resume_epoch(backup_dir: Path) -> int:
     """The epoch a BackupAndRestore backup will resume at (0 when there is none)."""
+    return resume_point(backup_dir)[0]
+
+
+def resume_point(backup_dir: Path) -> tuple[int, int]:
+    """(epoch, steps of it done) when a BackupAndRestore backup was taken; (0, 0) if none."""
     metadata = backup_dir / "training_metadata.json"
     if metadata.exists():
-        return int(json.loads(metadata.read_text()).get("epoch", 0))
-    return 0
+        recorded = json.loads(metadata.read_text())
+        return int(recorded.get("epoch", 0)), int(recorded.get("batch", 0) or 0)
+    return 0, 0
+
+
+def resume_message(epoch: int, steps_done: int, steps: int, where) -> str:
+    """What a resumed run will do, plainly: Keras restarts the interrupted epoch."""
+    message = f"resuming at epoch {epoch + 1} from the backup in {where}"
+    if steps_done:
+        message += (f", taken after step {steps_done + 1} of {steps}; Keras starts every epoch at "
+                    f"its first step, so all {steps} steps of epoch {epoch + 1} are trained again "
+                    "from those weights (this run will not match an uninterrupted one step for step)")
+    return message
 
 
 def train(config: Config, strategy=None) -> dict:
@@ -153,8 +169,9 @@ def train(config: Config, strategy=None) -> dict:
     resuming = (backup_dir / "training_metadata.json").exists()
     first_epoch = distribute.chief_value(strategy, resume_epoch(backup_dir) if chief else 0)
     if first_epoch or resuming:
-        logging.info("resuming at epoch %d from the backup in %s", first_epoch + 1,
-                     backup_dir if chief else "the chief's checkpoint directory")
+        steps_done = resume_point(backup_dir)[1] if chief else 0
+        logging.warning("%s", resume_message(first_epoch, steps_done, steps,
+                                             backup_dir if chief else "the chief's checkpoint directory"))
 
     with strategy.scope():
         model = build_network(config.arch, config.image_dim)

@@ -66,7 +66,8 @@ def short_run(subset_dir, face_batch, tmp_path_factory):
     original_save = callbacks.save_full_model
 
     def recording_save(model, path):
-        predicted_at_save[Path(path).name] = predict(model, face_batch)
+        # The best pair is first written under .pending-<name> (callbacks.save_together).
+        predicted_at_save[Path(path).name.removeprefix(".pending-")] = predict(model, face_batch)
         original_save(model, path)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -408,3 +409,79 @@ def test_an_xml_without_faces_says_so(tmp_path, caplog):
     config = train.parse_args(["--data-dir", str(tmp_path), "--split", "xml", "--no-download"])
     with pytest.raises(dataset.DataError, match=f"{tmp_path}: no faces in the training part"):
         train.prepare_data(config)
+
+
+def test_best_pair_is_never_left_half_updated(tmp_path, monkeypatch):
+    """Killed between the renames of a best-model save, the next start completes it: the
+    weights file, the full model and best_state.json all describe the same epoch."""
+    from model import build_network
+
+    network = build_network("mobile", 128)
+    best = callbacks.BestCheckpoint(tmp_path)
+    best.set_model(network)
+    best.on_epoch_end(0, {"val_nme": 0.5})
+    first = [w.copy() for w in network.get_weights()]
+    network.set_weights([w + 0.01 for w in first])
+
+    real_replace, renamed = os.replace, []
+
+    def killed_after_one_rename(source, target):
+        if Path(source).name.startswith(".pending-") and renamed:
+            raise KeyboardInterrupt  # the second rename never happens
+        renamed.append(Path(target).name)
+        real_replace(source, target)
+
+    monkeypatch.setattr(callbacks.os, "replace", killed_after_one_rename)
+    with pytest.raises(KeyboardInterrupt):
+        best.on_epoch_end(1, {"val_nme": 0.4})
+    monkeypatch.setattr(callbacks.os, "replace", real_replace)
+    (tmp_path / ".tmp-999999999-final_model.h5").write_bytes(b"left by a killed run")
+
+    resumed = callbacks.BestCheckpoint(tmp_path, resume=True)
+    resumed.set_model(build_network("mobile", 128))
+    resumed.on_train_begin()
+    assert resumed.best == pytest.approx(0.4)
+    assert json.loads((tmp_path / "best_state.json").read_text())["epoch"] == 2
+    from_weights = build_network("mobile", 128)
+    from_weights.load_weights(str(tmp_path / callbacks.BEST_WEIGHTS))
+    from_full = load_full(tmp_path / callbacks.BEST_FULL)
+    for a, b, saved in zip(from_weights.get_weights(), from_full.get_weights(), network.get_weights()):
+        np.testing.assert_array_equal(a, saved)
+        np.testing.assert_array_equal(b, saved)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [callbacks.BEST_WEIGHTS, callbacks.BEST_FULL, "best_state.json"])
+
+
+def test_an_uncommitted_best_save_leaves_the_previous_pair(tmp_path):
+    """Killed while the temporaries were being written (before the journal): the old pair
+    stands and the half-written temporaries are removed at the next start."""
+    from model import build_network
+
+    network = build_network("mobile", 128)
+    best = callbacks.BestCheckpoint(tmp_path)
+    best.set_model(network)
+    best.on_epoch_end(0, {"val_nme": 0.5})
+    before = {name: (tmp_path / name).read_bytes() for name in (callbacks.BEST_WEIGHTS, "best_state.json")}
+    (tmp_path / f".pending-{callbacks.BEST_FULL}").write_bytes(b"half a model")
+    resumed = callbacks.BestCheckpoint(tmp_path, resume=True)
+    resumed.set_model(network)
+    resumed.on_train_begin()
+    assert resumed.best == pytest.approx(0.5)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert not list(tmp_path.glob(".pending-*"))
+
+
+def test_a_resume_mid_epoch_says_plainly_that_the_epoch_is_trained_again(tmp_path):
+    import train
+
+    backup = tmp_path / "backup"
+    assert tiny_fit(backup, 5, 3, Interrupt(2, 5)) == 2  # backups after steps 3 and 6 of epoch 3
+    assert train.resume_point(backup) == (2, 5)
+    message = train.resume_message(*train.resume_point(backup), 10, backup)
+    assert message == (f"resuming at epoch 3 from the backup in {backup}, taken after step 6 of 10; "
+                       "Keras starts every epoch at its first step, so all 10 steps of epoch 3 are "
+                       "trained again from those weights (this run will not match an uninterrupted "
+                       "one step for step)")
+    assert tiny_fit(backup, 5, 3, Interrupt(3)) == 3  # stopped between epochs: nothing repeated
+    assert train.resume_message(*train.resume_point(backup), 10, backup) == (
+        f"resuming at epoch 4 from the backup in {backup}")
