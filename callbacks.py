@@ -40,13 +40,32 @@ def save_together(directory, saves: dict) -> None:
     journal listing them is written atomically (the commit point); then all are renamed
     into place and the journal removed. Killed before the journal, the old files stand;
     after it, ``recover_directory`` completes the renames, so the files always agree."""
-    directory = Path(directory)
-    pending = {}
+    commit_pending(directory, write_pending(directory, saves))
+
+
+def pending_path(directory, name: str) -> Path:
+    """Where ``save_together`` writes ``name`` before it is committed."""
+    return Path(directory) / f".pending-{name}"
+
+
+def write_pending(directory, saves: dict) -> list[str]:
+    """First half of ``save_together``: each file written beside its final place; nothing
+    replaced yet. Returns the names, for ``commit_pending`` or ``discard_pending``."""
     for name, save in saves.items():
-        save(str(directory / f".pending-{name}"))
-        pending[name] = f".pending-{name}"
-    atomic_save(directory / PENDING_JOURNAL, lambda p: Path(p).write_text(json.dumps(pending)))
+        save(str(pending_path(directory, name)))
+    return list(saves)
+
+
+def commit_pending(directory, names) -> None:
+    """Second half of ``save_together``: the journal (the commit point), then the renames."""
+    journal = {name: pending_path(directory, name).name for name in names}
+    atomic_save(Path(directory) / PENDING_JOURNAL, lambda p: Path(p).write_text(json.dumps(journal)))
     recover_directory(directory)
+
+
+def discard_pending(directory, names) -> None:
+    for name in names:
+        pending_path(directory, name).unlink(missing_ok=True)
 
 
 def recover_directory(directory) -> list[str]:

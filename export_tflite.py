@@ -1,13 +1,16 @@
 """Convert a trained checkpoint to TFLite for the Raspberry Pi, and check the result.
 
     python export_tflite.py                                   # checkpoints/best_model_full.h5 -> models/, all formats
-    python export_tflite.py --model runs/x/best_model_full.h5 --quantize int8 --int8-io float
+    python export_tflite.py --model runs/x/best_model_full.h5 --quantize int8 --int8-input float
 
 Formats: ``float32``; ``float16`` (weights in float16); ``dynamic`` (int8 weights, float
 activations); ``int8`` (full integer, calibrated on real training crops). Beside each
 ``landmarks_<format>.tflite`` goes ``landmarks_<format>.json``: the framing predict.py needs
 to crop a face the way training did. After converting, the Keras and TFLite models run on
-the same held-out crops; a format whose NME drifts past its tolerance fails the run.
+the same held-out crops; a format whose NME differs from the Keras model's by more than
+its tolerance (worse, or better: either way not the same model) fails the run. The files are
+written under temporary names and moved into ``--out-dir`` only when every format passes:
+a failed export leaves the models already there as they were.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import statistics
 import sys
 import time
@@ -165,6 +170,21 @@ def main(argv=None) -> int:
     import dataset
 
     model_path = Path(args.model)
+    if not model_path.is_file():
+        print(f"error: {model_path}: no such checkpoint file", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        print(f"error: --out-dir {out_dir}: is a file, not a folder", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: --out-dir {out_dir}: cannot create it ({err.strerror})", file=sys.stderr)
+        return 2
+    if not os.access(out_dir, os.W_OK):
+        print(f"error: --out-dir {out_dir}: not writable", file=sys.stderr)
+        return 2
     try:
         checkpoint = load_keras_checkpoint(model_path)
     except (OSError, ValueError) as err:
@@ -176,8 +196,11 @@ def main(argv=None) -> int:
         print(f"error: {data_dir}: no training data for calibration and parity; pass --data-dir",
               file=sys.stderr)
         return 2
-    from callbacks import atomic_save
+    import callbacks
     from evaluate import TFLiteLandmarks, frame_faces
+    from predict import InputError
+
+    callbacks.recover_directory(out_dir)  # temporaries of an export that was killed
 
     framing = checkpoint.framing
     dim = int(framing["image_dim"])
@@ -196,14 +219,12 @@ def main(argv=None) -> int:
              f", face score {keras_confidence.mean(axis=1).mean():.3f} (mean)"))
 
     formats = FORMATS if args.quantize == "all" else (args.quantize,)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    failed = []
+    failed, written = [], []
     print(f"{'format':<9}{'size KB':>9}{'NME %':>8}{'drift':>8}{'tol':>7}{'conf d':>8}{'tol':>6}"
           f"{'1 thr ms':>10}{'4 thr ms':>10}")
     for fmt in formats:
-        tflite_path = out_dir / f"{args.name}_{fmt}.tflite"
+        names = [f"{args.name}_{fmt}.tflite", f"{args.name}_{fmt}.json"]
+        tflite_path = callbacks.pending_path(out_dir, names[0])  # moved into place if all pass
         flatbuffer = convert(network, fmt, calibration, args.int8_input)
         metadata = {
             "format": fmt, "input_type": args.int8_input if fmt == "int8" else "float32",
@@ -217,14 +238,19 @@ def main(argv=None) -> int:
                 "68 values in [0, 1]: each landmark's heatmap spread against its median spread on "
                 "training crops (model.HeatmapConfidence); the face score is their mean")
             metadata["reference_spread"] = [round(float(v), 6) for v in reference_spread]
-        atomic_save(tflite_path, lambda p: Path(p).write_bytes(flatbuffer))
-        atomic_save(tflite_path.with_suffix(".json"),
-                    lambda p: Path(p).write_text(json.dumps(metadata, indent=1)))
-        lite = TFLiteLandmarks(tflite_path)
-        lite_points, lite_confidence = lite.predict_crops_with_confidence(parity_crops)
-        lite_nme = crop_nme(lite_points, parity_truth)
+        written += callbacks.write_pending(out_dir, {
+            names[0]: lambda p: Path(p).write_bytes(flatbuffer),
+            names[1]: lambda p: Path(p).write_text(json.dumps(metadata, indent=1))})
+        try:
+            lite_points, lite_confidence = TFLiteLandmarks(tflite_path).predict_crops_with_confidence(
+                parity_crops)
+        except InputError as err:  # e.g. non-finite output
+            lite_nme, lite_confidence, fault = math.nan, None, str(err).split(": ", 1)[-1]
+        else:
+            lite_nme, fault = crop_nme(lite_points, parity_truth), None
         drift = lite_nme - keras_nme
-        ok = drift <= TOLERANCE[fmt]
+        ok = within_tolerance(drift, TOLERANCE[fmt])
+        fault = fault or (None if ok else "NME differs from Keras by more than the tolerance")
         conf_text = f"{'-':>8}{'-':>6}"
         if keras_confidence is not None:
             if lite_confidence is None:
@@ -232,20 +258,30 @@ def main(argv=None) -> int:
             else:
                 conf_drift = float(np.abs(lite_confidence - keras_confidence).mean())
                 ok = ok and conf_drift <= CONFIDENCE_TOLERANCE[fmt]
+            fault = fault or (None if ok else "confidence differs from Keras by more than the tolerance")
             conf_text = f"{conf_drift:>8.4f}{CONFIDENCE_TOLERANCE[fmt]:>6.3f}"
+        latency = (f"{latency_ms(tflite_path, 1):>10.2f}{latency_ms(tflite_path, 4):>10.2f}" if ok
+                   else f"{'-':>10}{'-':>10}")
         print(f"{fmt:<9}{len(flatbuffer) / 1024:>9.1f}{100 * lite_nme:>8.3f}{100 * drift:>+8.3f}"
-              f"{100 * TOLERANCE[fmt]:>7.2f}{conf_text}{latency_ms(tflite_path, 1):>10.2f}"
-              f"{latency_ms(tflite_path, 4):>10.2f}"
-              + ("" if ok else "   FAILED: drift over tolerance"))
+              f"{100 * TOLERANCE[fmt]:>7.2f}{conf_text}{latency}" + ("" if ok else f"   FAILED: {fault}"))
         if not ok:
             failed.append(fmt)
     print("NME and drift in % of the outer-eye-corner distance; conf d: mean |confidence - Keras'|; "
           "latency: median of 50 runs, this machine")
     if failed:
-        print(f"error: {', '.join(failed)} drifted past tolerance; those files are not fit to ship",
-              file=sys.stderr)
+        callbacks.discard_pending(out_dir, written)
+        print(f"error: {', '.join(failed)} differ from the Keras model by more than the tolerance: "
+              f"not fit to ship; nothing in {out_dir} was replaced", file=sys.stderr)
         return 1
+    callbacks.commit_pending(out_dir, written)
+    print(f"wrote {', '.join(written)} to {out_dir}")
     return 0
+
+
+def within_tolerance(drift: float, tolerance: float) -> bool:
+    """Whether a TFLite model's NME minus its Keras model's is within ``tolerance`` either
+    way: a TFLite file much *better* than its Keras model is not that model either."""
+    return abs(drift) <= tolerance
 
 
 if __name__ == "__main__":

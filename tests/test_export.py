@@ -74,7 +74,7 @@ def test_export_of_a_missing_or_wrong_checkpoint_fails_clearly(tmp_path, subset_
     result = subprocess.run([sys.executable, "export_tflite.py", "--model", str(missing),
                              "--out-dir", str(tmp_path), "--data-dir", str(subset_dir)],
                             cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "nothing.h5" in result.stderr
+    assert result.returncode == 2 and "nothing.h5: no such checkpoint file" in result.stderr
     not_h5 = tmp_path / "junk.h5"
     not_h5.write_text("not a model")
     (tmp_path / "framing.json").write_text(json.dumps({"image_dim": 128, "crop_margin": 0.2, "crop_shift_y": 0.06}))
@@ -98,3 +98,88 @@ def test_the_confidence_output_is_exported_and_checked(exported):
         meta = json.loads((out_dir / f"landmarks_{fmt}.json").read_text())
         assert len(meta["reference_spread"]) == 68
         assert predict.LandmarkModel(out_dir / f"landmarks_{fmt}.tflite").has_confidence
+
+
+# ---------------------------------------------------------------------------------------
+# A failed export replaces nothing (issue 12)
+# ---------------------------------------------------------------------------------------
+
+def previous_models(out_dir):
+    """An --out-dir holding the float32 model of an earlier export."""
+    out_dir.mkdir()
+    (out_dir / "landmarks_float32.tflite").write_bytes(b"the model predict.py uses today")
+    (out_dir / "landmarks_float32.json").write_text('{"earlier": true}')
+    return {p.name: p.read_bytes() for p in out_dir.iterdir()}
+
+
+def export_float32(brief_checkpoint, subset_dir, out_dir):
+    import export_tflite
+
+    return export_tflite.main(["--model", str(brief_checkpoint), "--out-dir", str(out_dir),
+                               "--data-dir", str(subset_dir), "--quantize", "float32",
+                               "--parity-faces", "40"])
+
+
+def test_a_wrong_conversion_is_caught_and_the_old_model_survives(brief_checkpoint, subset_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    """A conversion whose weights are off by 10 % (a deliberately wrong converter) fails the
+    parity check, and the model already in --out-dir is still there, byte for byte."""
+    import export_tflite
+
+    real_convert = export_tflite.convert
+
+    def wrong_convert(keras_model, fmt, calibration, int8_input="int8"):
+        original = keras_model.get_weights()
+        keras_model.set_weights([w * 1.1 if w.dtype.kind == "f" else w for w in original])
+        try:
+            return real_convert(keras_model, fmt, calibration, int8_input)
+        finally:  # the Keras model itself, the reference of the check, stays as it was
+            keras_model.set_weights(original)
+
+    monkeypatch.setattr(export_tflite, "convert", wrong_convert)
+    out_dir = tmp_path / "models"
+    before = previous_models(out_dir)
+    assert export_float32(brief_checkpoint, subset_dir, out_dir) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: NME differs from Keras by more than the tolerance" in captured.out
+    assert f"nothing in {out_dir} was replaced" in captured.err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+
+
+def test_a_conversion_better_than_its_keras_model_fails_too(brief_checkpoint, subset_dir, tmp_path,
+                                                            monkeypatch, capsys):
+    """The shipped model, far better than a 12-step checkpoint, passed off as its conversion:
+    a mismatch the other way round, refused as well."""
+    import export_tflite
+
+    shipped = (REPO_DIR / "models" / "landmarks_float32.tflite").read_bytes()
+    monkeypatch.setattr(export_tflite, "convert", lambda *args, **kwargs: shipped)
+    out_dir = tmp_path / "models"
+    before = previous_models(out_dir)
+    assert export_float32(brief_checkpoint, subset_dir, out_dir) == 1
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("float32"))
+    assert float(row[3]) < -1.0 and "FAILED:" in row  # drift, in NME points
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+
+
+def test_an_out_dir_that_is_a_file_fails_before_any_work(tmp_path, subset_dir):
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not a model")  # never loaded: the --out-dir check comes first
+    not_a_folder = tmp_path / "models"
+    not_a_folder.write_text("a file")
+    result = subprocess.run([sys.executable, "export_tflite.py", "--model", str(junk),
+                             "--out-dir", str(not_a_folder), "--data-dir", str(subset_dir)],
+                            cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert f"--out-dir {not_a_folder}: is a file, not a folder" in result.stderr
+    assert not_a_folder.read_text() == "a file"
+
+
+def test_the_parity_check_is_two_sided():
+    import export_tflite
+
+    assert export_tflite.within_tolerance(0.0004, 0.0005)
+    assert export_tflite.within_tolerance(-0.0004, 0.0005)
+    assert not export_tflite.within_tolerance(0.0006, 0.0005)
+    assert not export_tflite.within_tolerance(-0.0006, 0.0005)
+    assert not export_tflite.within_tolerance(float("nan"), 0.0005)
