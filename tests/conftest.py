@@ -3,8 +3,8 @@
 The real data (``300w_subset/``, ``dlib_faces/``) is read in place from ``$LANDMARKS_DATA``
 (default: ``shared/data`` beside the repository). Its images must never be copied into the
 repository, so tests that need one only read it. Without the data a test is skipped on a
-developer's machine and fails in CI (``$CI`` set), where a silently skipped suite would
-look green.
+developer's machine, counted loudly at the end of the run, and fails in CI (``CI=true``),
+where a skipped suite would look green.
 """
 
 from __future__ import annotations
@@ -33,15 +33,34 @@ def data_root() -> Path:
     return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
 
 
+MISSING_DATA = "test data missing"  # marks the skips counted in pytest_terminal_summary
+
+
 def require_data(path: Path, what: str) -> Path:
     """``path`` if it exists; otherwise skip (developer machine) or fail (CI)."""
     if path.exists():
         return path
-    message = (f"{what} not found at {path}: set {DATA_ENV} to the folder holding "
-               "300w_subset/ and dlib_faces/ (see shared/data/README.md)")
-    if os.environ.get("CI"):
+    message = (f"{MISSING_DATA}: {what} not found at {path}: set {DATA_ENV} to the folder "
+               "holding 300w_subset/ and dlib_faces/ (see shared/data/README.md)")
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Without the test data, say loudly how much was not tested and how to fix it."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if MISSING_DATA in str(report.longrepr)]
+    if not skipped:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("TEST DATA MISSING", sep="!", red=True, bold=True)
+    write(f"{len(skipped)} tests were SKIPPED because the 300-W test data is not at {data_root()}.",
+          red=True, bold=True)
+    write(f"Only the tests that need no data ran. Point {DATA_ENV} at the folder holding "
+          "300w_subset/ and dlib_faces/ and run again:", red=True, bold=True)
+    write(f"    {DATA_ENV}=/path/to/data bash .ci/run", bold=True)
+    write("(In CI, CI=true, missing data fails the run instead.)")
 
 
 @pytest.fixture(scope="session")

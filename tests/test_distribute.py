@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_DIR = Path(__file__).resolve().parents[1]
-DATA_ENV = "LANDMARKS_DATA"
+from conftest import REPO_DIR, data_root, require_data
+
 WORKER_TIMEOUT_S = 400
 # Two steps of 4 faces per replica, 64-pixel crops: enough to exercise every exchange
 # between replicas, small enough for two busy CPU cores.
@@ -36,15 +36,7 @@ TINY_RUN = ["--arch", "mobile", "--image-dim", "64", "--epochs", "1", "--steps-p
 
 def subset_dir() -> Path:
     """The real 300-W subset; skipped without it on a developer's machine, failed in CI."""
-    root = Path(os.environ.get(DATA_ENV) or REPO_DIR.parent / "shared" / "data")
-    path = root / "300w_subset"
-    if not path.is_dir():
-        message = (f"the 300-W subset is not at {path}: set {DATA_ENV} to the folder holding "
-                   "300w_subset/ (see shared/data/README.md)")
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return require_data(data_root() / "300w_subset", "the 300-W subset")
 
 
 def few_real_faces(folder: Path, images: int = 84) -> Path:
