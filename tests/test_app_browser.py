@@ -3,7 +3,8 @@ installed by .ci/run) driven by Selenium against app.py served on loopback.
 
 The screenshot in imgs/app_screenshot.png is of the public-domain astronaut photo; the
 300-W face is only ever shown in a temporary folder (its licence forbids committing it).
-Regenerate the committed screenshot with UPDATE_SCREENSHOT=1.
+The test writes its screenshot to a temporary folder; regenerate the committed one by hand with
+``UPDATE_SCREENSHOT=1 .venv/bin/python -m pytest tests/test_app_browser.py -k screenshot``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def live_server():
     thread.join(10)
 
 
+def face_video(folder: Path, frames: int = 30) -> Path:
+    """The astronaut photo as a short MJPEG clip (concatenated JPEG frames), for Chromium's
+    fake camera (--use-file-for-fake-video-capture): the webcam sees a real face."""
+    import cv2
+
+    ok, frame = cv2.imencode(".jpg", cv2.imread(str(ASTRONAUT)), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    path = folder / "face.mjpeg"
+    path.write_bytes(frame.tobytes() * frames)
+    return path
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     try:
@@ -63,8 +76,9 @@ def browser(tmp_path_factory):
                      "--no-first-run", "--disable-background-networking",
                      "--disable-component-update", "--disable-sync", "--window-size=1200,960",
                      "--hide-scrollbars", "--force-device-scale-factor=1",
-                     # A synthetic camera, allowed without asking: the webcam button can be tested.
+                     # A fake camera that films the astronaut photo, allowed without asking.
                      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                     f"--use-file-for-fake-video-capture={face_video(tmp_path_factory.mktemp('camera'))}",
                      f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -147,7 +161,8 @@ def test_screenshot_of_the_astronaut_with_landmarks(browser, live_server, tmp_pa
     assert_points_drawn(browser, record)
     shot = tmp_path / "app_screenshot.png"
     browser.save_screenshot(str(shot))
-    if os.environ.get("UPDATE_SCREENSHOT") or not SCREENSHOT.exists():
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("UPDATE_SCREENSHOT"):  # by hand only: tests never write into the repo
         shutil.copyfile(shot, SCREENSHOT)
 
 
@@ -174,6 +189,9 @@ def test_errors_from_the_server_are_shown(browser, live_server, tmp_path):
 
 
 def test_a_webcam_snapshot_is_sent_and_drawn(browser, live_server):
+    """The fake camera films the astronaut: the snapshot must come back with her face and
+    68 points, drawn where the API puts them on the photo itself."""
+    import cv2
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(live_server)
@@ -187,8 +205,14 @@ def test_a_webcam_snapshot_is_sent_and_drawn(browser, live_server):
     assert wait_for_answer(browser) == "done"
     assert "webcam.jpg" in browser.find_element("id", "status").text
     shown = shown_points(browser)
-    assert shown["size"] == [width, height]  # Chromium's synthetic camera: a test pattern
-    assert shown["canvas_points"] == 68 * shown["canvas_faces"]
+    photo_height, photo_width = cv2.imread(str(ASTRONAUT)).shape[:2]
+    assert shown["size"] == [width, height] == [photo_width, photo_height]
+    assert shown["canvas_faces"] == 1 and shown["per_face"] == [68] and shown["canvas_points"] == 68
+    # The snapshot went through the camera's colour conversion and a JPEG re-encoding, so
+    # its points are near, not on, those of the photo: within 3 px, a dot's radius or so.
+    record = api_record(live_server, ASTRONAUT)
+    colours = canvas_colours(browser, record["faces"][0]["landmarks"])
+    assert sum(r > 200 and g < 80 and b < 80 for r, g, b in colours) >= 60, colours
 
 
 def test_the_page_loads_nothing_from_elsewhere(browser, live_server):
