@@ -116,7 +116,8 @@ def test_a_model_of_the_wrong_shape_is_refused(tmp_path):
     path = tmp_path / "other.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tiny).convert())
     path.with_suffix(".json").write_text(INT8_MODEL.with_suffix(".json").read_text())
-    with pytest.raises(predict.InputError, match="other.tflite: input shape"):
+    with pytest.raises(predict.InputError,
+                       match=re.escape("other.tflite: input shape [[1, 64, 64, 1]], expected [1, 128, 128, 1]")):
         predict.LandmarkModel(path)
 
 
@@ -312,11 +313,12 @@ def test_a_format_whose_size_cannot_be_read_first_is_refused(tmp_path):
         predict.load_image(hdr)
 
 
-def test_opencv_decoders_are_capped_too(pi_python):
-    """The second wall: predict.py sets OPENCV_IO_MAX_IMAGE_PIXELS before loading OpenCV, so
-    an image that reached cv2 past the header check would still not be decoded in full."""
-    probe = """
-import predict  # first, as predict.py and app.py are run
+@pytest.mark.parametrize("program", ["predict", "app"])
+def test_opencv_decoders_are_capped_too(pi_python, program):
+    """The second wall: predict.py (which app.py imports first) sets OPENCV_IO_MAX_IMAGE_PIXELS
+    before loading OpenCV, so an image that reached cv2 past the header check would still not
+    be decoded in full."""
+    probe = f"import {program}\n" + """
 import cv2, numpy as np
 header = b"#?RADIANCE\\nFORMAT=32-bit_rle_rgbe\\n\\n-Y 10000 +X 9000\\n" + bytes(400)
 try:
