@@ -55,8 +55,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     write = terminalreporter.write_line
     terminalreporter.section("TEST DATA MISSING", sep="!", red=True, bold=True)
-    write(f"{len(skipped)} tests were SKIPPED because the 300-W test data is not at {data_root()}.",
-          red=True, bold=True)
+    count = f"{len(skipped)} tests were" if len(skipped) != 1 else "1 test was"
+    write(f"{count} SKIPPED because the 300-W test data is not at {data_root()}.", red=True, bold=True)
     write(f"Only the tests that need no data ran. Point {DATA_ENV} at the folder holding "
           "300w_subset/ and dlib_faces/ and run again:", red=True, bold=True)
     write(f"    {DATA_ENV}=/path/to/data bash .ci/run", bold=True)

@@ -27,7 +27,7 @@ def test_without_data_the_rest_runs_and_the_skips_are_counted_loudly(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     assert "1 passed, 1 skipped" in result.stdout
     assert "TEST DATA MISSING" in result.stdout
-    assert (f"1 tests were SKIPPED because the 300-W test data is not at {tmp_path / 'no-data-here'}"
+    assert (f"1 test was SKIPPED because the 300-W test data is not at {tmp_path / 'no-data-here'}"
             in result.stdout)
     assert "LANDMARKS_DATA=/path/to/data bash .ci/run" in result.stdout
 
