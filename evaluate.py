@@ -225,13 +225,7 @@ def scored_parts(faces) -> dict:
     return dict(sorted(counts.items()))
 
 
-def box_iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    return inter / (aw * ah + bw * bh - inter) if inter > 0 else 0.0
+box_iou = geometry.box_iou
 
 
 def match_detection(detections, face, min_iou: float = 0.3):

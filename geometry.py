@@ -164,6 +164,17 @@ def norm_to_px(points_norm: np.ndarray, image_dim: int) -> np.ndarray:
     return ((np.asarray(points_norm, dtype=np.float64) + 0.5) * image_dim - 0.5)
 
 
+def box_iou(box_a, box_b) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = box_a
+    bx, by, bw, bh = box_b
+    inter_w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    inter_h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = inter_w * inter_h
+    union = aw * ah + bw * bh - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def box_from_landmarks(landmarks_px: np.ndarray):
     """A face box (x, y, w, h) for faces that come with landmarks only (.pts folders).
 

@@ -73,15 +73,7 @@ class OneEuroFilter:
 # Boxes
 # ---------------------------------------------------------------------------------------
 
-def box_iou(box_a, box_b) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    ax, ay, aw, ah = box_a
-    bx, by, bw, bh = box_b
-    inter_w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    inter_h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = inter_w * inter_h
-    union = aw * ah + bw * bh - inter
-    return float(inter / union) if union > 0 else 0.0
+box_iou = geometry.box_iou
 
 
 def box_from_landmarks_upright(landmarks_px: np.ndarray, roll_deg: float) -> tuple:

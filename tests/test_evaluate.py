@@ -77,11 +77,6 @@ def test_summary_regions_and_normalisers():
     assert summary["fr_008"] == 0.0 and summary["auc_008"] == pytest.approx(1 - 100 / 68 / 50 / 0.08)
 
 
-def test_box_iou_by_hand():
-    assert evaluate.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
-    assert evaluate.box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
-
-
 def run_evaluate(*args):
     return subprocess.run([sys.executable, "evaluate.py", *args], cwd=REPO_DIR,
                           capture_output=True, text=True, timeout=600)

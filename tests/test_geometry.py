@@ -267,3 +267,10 @@ def test_gray_to_input_spans_minus_one_to_one_as_float32_d_by_d_by_1():
     assert network_input.shape == (2, 2, 1) and network_input.dtype == np.float32
     assert network_input[0, 0, 0] == -1.0 and network_input[0, 1, 0] == 1.0
     assert abs(network_input[1, 0, 0]) < 0.01 and abs(network_input[1, 1, 0]) < 0.01
+
+
+def test_box_iou_by_hand():
+    assert geometry.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert geometry.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert geometry.box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert geometry.box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0

@@ -75,12 +75,6 @@ def nme(points, truth) -> float:
 # Geometry and smoothing, by hand
 # ---------------------------------------------------------------------------------------
 
-def test_box_iou_by_hand():
-    assert tracking.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    assert tracking.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
-    assert tracking.box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
-
-
 def test_a_rolled_face_is_boxed_and_cropped_upright(lfpw_face):
     """Rotate real points by a known angle: the box keeps its side, its centre turns with
     the face, and cropping with the measured roll gives level eyes."""
