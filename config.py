@@ -8,6 +8,7 @@ they need) as an argument.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -89,3 +90,26 @@ def framing_of(config: Config) -> dict:
         "num_landmarks": NUM_LANDMARKS,
         "color": "grayscale",
     }
+
+
+def add_option_flags(parser: argparse.ArgumentParser, options_class, title: str) -> None:
+    """One flag per field of an options dataclass (``ear_close`` -> ``--ear-close``), with
+    the help in the field's metadata and its default. A field that is True by default gets
+    ``--no-<name>`` to turn it off; a field whose default is None takes a float."""
+    group = parser.add_argument_group(title)
+    for option in dataclasses.fields(options_class):
+        flag = option.name.replace("_", "-")
+        help_text = option.metadata["help"]
+        if option.default is True:
+            group.add_argument(f"--no-{flag}", dest=option.name, action="store_false",
+                               help=f"turn off: {help_text}")
+        else:
+            kind = float if option.default is None else type(option.default)
+            group.add_argument(f"--{flag}", dest=option.name, type=kind, default=option.default,
+                               help=f"{help_text} (default: {option.default})")
+
+
+def options_from_args(args: argparse.Namespace, options_class):
+    """The options dataclass that add_option_flags' flags describe."""
+    return options_class(**{option.name: getattr(args, option.name)
+                            for option in dataclasses.fields(options_class)})

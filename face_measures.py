@@ -32,10 +32,9 @@ NumPy and OpenCV only: this module runs on the Raspberry Pi path.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -626,21 +625,6 @@ class FaceMonitors:
 # ---------------------------------------------------------------------------------------
 # Command-line flags from the option dataclasses
 # ---------------------------------------------------------------------------------------
-
-def add_option_flags(parser: argparse.ArgumentParser, options_class) -> None:
-    """One ``--flag`` per field of MeasureOptions or BlinkOptions (``ear_close`` ->
-    ``--ear-close``), with the field's help and default."""
-    group = parser.add_argument_group(f"{options_class.__name__} ({__name__}.py)")
-    for option in fields(options_class):
-        kind = int if isinstance(option.default, int) else float
-        group.add_argument("--" + option.name.replace("_", "-"), type=kind, default=option.default,
-                           help=f"{option.metadata['help']} (default: {option.default})")
-
-
-def options_from_args(args: argparse.Namespace, options_class):
-    """The MeasureOptions or BlinkOptions that add_option_flags' flags describe."""
-    return options_class(**{option.name: getattr(args, option.name) for option in fields(options_class)})
-
 
 def event_text(track_id, event: dict) -> str:
     """A monitor's new event as a console line: 'face 1: blink at 12.30 s (0.20 s)'."""

@@ -15,8 +15,6 @@ Imports NumPy and OpenCV only (Raspberry Pi path).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -141,25 +139,6 @@ class TrackerOptions:
     min_cutoff: float = field(default=0.1, metadata={"help": "One-Euro cutoff at rest, Hz"})
     beta: float = field(default=100.0, metadata={"help": "One-Euro speed coefficient, per face size"})
     d_cutoff: float = field(default=1.0, metadata={"help": "One-Euro cutoff of the speed, Hz"})
-
-
-def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrackerOptions field (``--detect-every``, ``--no-smoothing``...)."""
-    group = parser.add_argument_group("tracking (video)")
-    for option in dataclasses.fields(TrackerOptions):
-        flag = option.name.replace("_", "-")
-        if isinstance(option.default, bool):
-            group.add_argument(f"--no-{flag}", dest=option.name, action="store_false",
-                               help=f"turn off: {option.metadata['help']}")
-        else:
-            group.add_argument(f"--{flag}", dest=option.name, type=type(option.default),
-                               default=option.default,
-                               help=f"{option.metadata['help']} (default {option.default})")
-
-
-def options_from(args: argparse.Namespace) -> TrackerOptions:
-    return TrackerOptions(**{option.name: getattr(args, option.name)
-                             for option in dataclasses.fields(TrackerOptions)})
 
 
 @dataclass

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+import config
 import dataset
 import evaluate_measures
 import face_measures as fm
@@ -514,12 +515,12 @@ def test_face_monitors_keep_one_monitor_per_track():
 
 def test_options_become_command_line_flags():
     parser = argparse.ArgumentParser()
-    fm.add_option_flags(parser, fm.BlinkOptions)
-    fm.add_option_flags(parser, fm.MeasureOptions)
+    config.add_option_flags(parser, fm.BlinkOptions, "blinks")
+    config.add_option_flags(parser, fm.MeasureOptions, "measures")
     args = parser.parse_args(["--ear-close", "0.18", "--min-closed-frames", "3", "--focal-px", "900"])
-    blink = fm.options_from_args(args, fm.BlinkOptions)
+    blink = config.options_from_args(args, fm.BlinkOptions)
     assert blink == fm.BlinkOptions(ear_close=0.18, min_closed_frames=3)
-    assert fm.options_from_args(args, fm.MeasureOptions) == fm.MeasureOptions(focal_px=900.0)
+    assert config.options_from_args(args, fm.MeasureOptions) == fm.MeasureOptions(focal_px=900.0)
     assert "hysteresis" in parser.format_help()
     assert fm.event_text(2, {"type": "long_closure", "start_s": 3.0, "end_s": 4.2, "duration_s": 1.2}) == \
         "face 2: long closure at 3.00 s (1.20 s)"
