@@ -91,20 +91,26 @@ MOBILE_STAGES = ((16, 1, 1, 1), (24, 4, 2, 2), (32, 4, 3, 2), (64, 4, 3, 2), (96
 HEATMAP_CHANNELS = 48
 
 
+def heatmap_probabilities(logits):
+    """Heatmap logits [B, H, W, K] -> (each map softmaxed, [B, K, H*W]; the cell centres
+    [H*W, 2] as (x, y) in [-0.5, 0.5] crop coordinates, row-major)."""
+    height, width, count = logits.shape[1], logits.shape[2], logits.shape[3]
+    maps = ops.transpose(ops.reshape(logits, (-1, height * width, count)), (0, 2, 1))
+    xs = (np.arange(width, dtype=np.float32) + 0.5) / width - 0.5
+    ys = (np.arange(height, dtype=np.float32) + 0.5) / height - 0.5
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(height * width, 2)
+    return ops.softmax(maps, axis=-1), grid
+
+
 @keras.saving.register_keras_serializable(package="landmarks")
 class SoftArgmax2D(layers.Layer):
     """Heatmap logits [B, H, W, K] -> expected (x, y) of each softmaxed map, flattened to
     [B, 2K] in [-0.5, 0.5] crop coordinates (integral regression, Sun et al. 2018)."""
 
     def call(self, logits):
-        height, width, count = logits.shape[1], logits.shape[2], logits.shape[3]
-        maps = ops.transpose(ops.reshape(logits, (-1, height * width, count)), (0, 2, 1))
-        probs = ops.softmax(maps, axis=-1)  # [B, K, H*W]
-        xs = (np.arange(width, dtype=np.float32) + 0.5) / width - 0.5
-        ys = (np.arange(height, dtype=np.float32) + 0.5) / height - 0.5
-        grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(height * width, 2)  # row-major (y, x)
+        probs, grid = heatmap_probabilities(logits)
         coords = ops.matmul(probs, ops.cast(grid, probs.dtype))  # [B, K, 2]
-        return ops.reshape(coords, (-1, 2 * count))
+        return ops.reshape(coords, (-1, 2 * logits.shape[3]))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 2 * input_shape[3])
@@ -113,12 +119,7 @@ class SoftArgmax2D(layers.Layer):
 def heatmap_spread(logits):
     """Heatmap logits [B, H, W, K] -> the standard deviation [B, K] of each softmaxed map
     about its expected point, in crop-side units (the same grid as SoftArgmax2D)."""
-    height, width, count = logits.shape[1], logits.shape[2], logits.shape[3]
-    maps = ops.transpose(ops.reshape(logits, (-1, height * width, count)), (0, 2, 1))
-    probs = ops.softmax(maps, axis=-1)  # [B, K, H*W]
-    xs = (np.arange(width, dtype=np.float32) + 0.5) / width - 0.5
-    ys = (np.arange(height, dtype=np.float32) + 0.5) / height - 0.5
-    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(height * width, 2)
+    probs, grid = heatmap_probabilities(logits)
     mean = ops.matmul(probs, ops.cast(grid, probs.dtype))  # [B, K, 2]
     second = ops.matmul(probs, ops.cast(np.sum(grid ** 2, axis=-1, keepdims=True), probs.dtype))
     variance = ops.maximum(second[..., 0] - ops.sum(ops.square(mean), axis=-1), 0.0)
