@@ -168,6 +168,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     import dataset
+    from predict import InputError, make_output_folder
 
     model_path = Path(args.model)
     if not model_path.is_file():
@@ -175,12 +176,9 @@ def main(argv=None) -> int:
         return 2
     out_dir = Path(args.out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        print(f"error: --out-dir {out_dir}: is a file, not a folder", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: --out-dir {out_dir}: cannot create it ({err.strerror})", file=sys.stderr)
+        make_output_folder(out_dir, "--out-dir")
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     if not os.access(out_dir, os.W_OK):
         print(f"error: --out-dir {out_dir}: not writable", file=sys.stderr)

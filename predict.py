@@ -39,6 +39,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
+import config  # noqa: E402
 import face_measures  # noqa: E402
 import geometry  # noqa: E402
 from face_detector import (DEFAULT_DETECTOR, DETECTORS, Detection, HaarDetector, InputError,  # noqa: E402, F401
@@ -198,6 +199,10 @@ class LandmarkModel:
             raise InputError(f"{self.path}: output shapes {shapes}, expected {points} (landmarks) "
                              f"and optionally {confidence} (per-point confidence)")
         self.has_confidence = len(outputs) == 2
+        # Every thread's interpreter holds the same model: its tensors' details, read once.
+        self._input_detail = inputs[0]
+        self._points_detail = next(o for o in outputs if o["shape"][-1] == 2 * geometry.NUM_LANDMARKS)
+        self._confidence_detail = next((o for o in outputs if o["shape"][-1] == geometry.NUM_LANDMARKS), None)
 
     @staticmethod
     def _output(interpreter, detail) -> np.ndarray:
@@ -211,7 +216,7 @@ class LandmarkModel:
         """One framed crop (D x D x 1 float32 in [-1, 1]) -> (68 x 2 landmarks in crop pixels,
         68 confidences in [0, 1], or None for a model exported without them)."""
         interpreter = self._interpreter()
-        inp = interpreter.get_input_details()[0]
+        inp = self._input_detail
         tensor = crop_input[None].astype(np.float32)
         if inp["dtype"] != np.float32:
             scale, zero = inp["quantization"]
@@ -219,12 +224,9 @@ class LandmarkModel:
             tensor = np.clip(np.rint(tensor / scale + zero), info.min, info.max).astype(inp["dtype"])
         interpreter.set_tensor(inp["index"], tensor)
         interpreter.invoke()
-        points = confidence = None
-        for detail in interpreter.get_output_details():
-            if detail["shape"][-1] == 2 * geometry.NUM_LANDMARKS:
-                points = self._output(interpreter, detail)
-            else:
-                confidence = self._output(interpreter, detail).astype(np.float64)
+        points = self._output(interpreter, self._points_detail)
+        confidence = (None if self._confidence_detail is None
+                      else self._output(interpreter, self._confidence_detail).astype(np.float64))
         points, confidence = self.checked_output(points, confidence)
         return geometry.norm_to_px(points.reshape(-1, 2), self.image_dim), confidence
 
@@ -507,6 +509,17 @@ def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_fr
 # Command line
 # ---------------------------------------------------------------------------------------
 
+def make_output_folder(folder: Path, flag: str) -> None:
+    """Create the output folder given by ``flag`` (with its parents); InputError naming the
+    flag and the folder when it is a file or cannot be created."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{flag} {folder}: is a file, not a folder") from None
+    except OSError as err:
+        raise InputError(f"{flag} {folder}: cannot create the folder ({err.strerror})") from None
+
+
 def write_outputs(png_path: Path, json_path: Path, annotated: np.ndarray | None, record: dict) -> None:
     """The annotated image (unless None: --no-draw) and the JSON record; InputError naming
     the file that could not be written."""
@@ -559,8 +572,8 @@ def main(argv=None) -> int:
                         "pose (default: the image's longer side; docs/face_measures.md)")
     parser.add_argument("--no-draw", dest="draw", action="store_false",
                         help="write only the JSON: no annotated image or video")
-    tracking.add_tracker_arguments(parser)
-    face_measures.add_option_flags(parser, face_measures.BlinkOptions)
+    config.add_option_flags(parser, tracking.TrackerOptions, "tracking (video)")
+    config.add_option_flags(parser, face_measures.BlinkOptions, "blinks and yawns (video; docs/face_measures.md)")
     args = parser.parse_args(join_negative_box(sys.argv[1:] if argv is None else list(argv)))
     if not args.images and args.video is None:
         parser.error("give image files (or --video SOURCE)")
@@ -573,18 +586,16 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     out_dir = Path(args.out)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        print(f"error: --out {out_dir}: is a file, not a folder", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as err:
-        print(f"error: --out {out_dir}: cannot create the folder ({err.strerror})", file=sys.stderr)
+        make_output_folder(out_dir, "--out")
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.video is not None:
         try:
             return run_video(args.video, model, detector, out_dir, args.max_frames, args.draw,
-                             tracking.options_from(args), face_measures.MeasureOptions(focal_px=args.focal_px),
-                             face_measures.options_from_args(args, face_measures.BlinkOptions))
+                             config.options_from_args(args, tracking.TrackerOptions),
+                             face_measures.MeasureOptions(focal_px=args.focal_px),
+                             config.options_from_args(args, face_measures.BlinkOptions))
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
