@@ -309,11 +309,13 @@ def face_score_check(runner, faces, shift: float = 0.7) -> dict:
     """How the model's face score (predict.face_score) falls on the faces, framed by their
     boxes, and on crops without a whole face: the same boxes moved sideways by `shift` of
     their width. Needs a model with the confidence output."""
+    import dataset
     from predict import FACE_SCORE_THRESHOLD
 
     if not hasattr(runner, "predict_crops_with_confidence"):
         raise ValueError("face scores need a .tflite model with the confidence output")
-    moved = [dataset_replace_box(f, (f.box_xywh[0] + shift * f.box_xywh[2], *f.box_xywh[1:])) for f in faces]
+    moved = [dataset.replace(f, box_xywh=(f.box_xywh[0] + shift * f.box_xywh[2], *f.box_xywh[1:]))
+             for f in faces]
     result = {"threshold": FACE_SCORE_THRESHOLD}
     dim = int(runner.framing["image_dim"])
     for name, group in (("faces", faces), ("moved_boxes", moved)):
@@ -338,12 +340,6 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation of two 1-D arrays (no ties expected: real-valued)."""
     rank_a, rank_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(rank_a, rank_b)[0, 1])
-
-
-def dataset_replace_box(face, box_xywh):
-    import dataset
-
-    return dataset.replace(face, box_xywh=tuple(float(v) for v in box_xywh))
 
 
 def format_face_scores(check: dict) -> str:
