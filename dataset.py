@@ -372,6 +372,21 @@ class LandmarkDataset:
         if not self.items:
             raise DataError(f"none of the {len(faces)} faces could be loaded; see the warnings above")
 
+    @classmethod
+    def from_items(cls, items: list[CachedFace], config: Config, training: bool,
+                   seed: int | None = None) -> "LandmarkDataset":
+        """A dataset of faces already cached (``cache_face``), e.g. read back from a pack
+        (packed_train.py): no file is read."""
+        if not items:
+            raise DataError("no faces to build a dataset from")
+        self = cls.__new__(cls)
+        self.config, self.training = config, training
+        self.seed = config.seed if seed is None else seed
+        self.augment = FaceLandmarksAugmentation(config, training=training)
+        self.report = SkipReport(config.strict_data)
+        self.items = list(items)
+        return self
+
     def _load(self, faces: list[Face], workers: int) -> list[CachedFace]:
         by_image: dict[str, list[Face]] = {}
         for face in faces:

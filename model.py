@@ -163,24 +163,39 @@ def with_confidence(model: keras.Model, reference_spread) -> keras.Model:
     return keras.Model(model.input, [model.output, confidence], name=f"{model.name}_with_confidence")
 
 
-def build_mobile(image_dim: int = 128) -> keras.Model:
-    """Inverted-residual backbone, a small feature pyramid down to stride 8, one heatmap
-    per landmark and a soft-argmax: the coordinates come out of the network directly,
+def _scaled(channels: int, width: float) -> int:
+    """channels * width, rounded to a multiple of 8 (as MobileNet's width multiplier)."""
+    return max(8, int(channels * width + 4) // 8 * 8)
+
+
+def build_mobile(image_dim: int = 128, width: float = 1.0, heatmap_stride: int = 8,
+                 name: str = "mobile_landmarks") -> keras.Model:
+    """Inverted-residual backbone, a small feature pyramid down to ``heatmap_stride``, one
+    heatmap per landmark and a soft-argmax: the coordinates come out of the network directly,
     but each is tied to a place in the image, which learns far faster than a Dense
-    regressor on the few thousand faces of 300-W."""
+    regressor on the few thousand faces of 300-W.
+
+    ``width`` multiplies every stage's channels (and the pyramid's); ``heatmap_stride`` 8
+    gives 16 x 16 heatmaps at 128 px, 4 gives 32 x 32 (the pyramid goes one level further).
+    The defaults are the shipped ``mobile`` network, layer for layer.
+    """
+    if heatmap_stride not in (4, 8):
+        raise ValueError(f"heatmap_stride must be 4 or 8, got {heatmap_stride}")
     inputs = keras.Input((image_dim, image_dim, 1), name="image")
-    x = _conv_bn(inputs, 16, 3, strides=2, name="stem", activation="relu6")
+    x = _conv_bn(inputs, _scaled(16, width), 3, strides=2, name="stem", activation="relu6")
     features = {}
     stride = 2
     for s, (filters, expansion, repeats, first_stride) in enumerate(MOBILE_STAGES):
         for r in range(repeats):
-            x = _inverted_residual(x, filters, expansion, first_stride if r == 0 else 1, f"stage{s}_{r}")
+            x = _inverted_residual(x, _scaled(filters, width), expansion,
+                                   first_stride if r == 0 else 1, f"stage{s}_{r}")
         stride *= first_stride
         features[stride] = x
-    # Top-down pyramid: stride 32 -> 16 -> 8.
-    top = _conv_bn(features[32], HEATMAP_CHANNELS, 1, name="fpn32", activation=None)
-    for level in (16, 8):
-        lateral = _conv_bn(features[level], HEATMAP_CHANNELS, 1, name=f"fpn{level}", activation=None)
+    # Top-down pyramid: stride 32 -> 16 -> 8 (-> 4).
+    channels = _scaled(HEATMAP_CHANNELS, width)
+    top = _conv_bn(features[32], channels, 1, name="fpn32", activation=None)
+    for level in (16, 8, 4)[:(3 if heatmap_stride == 4 else 2)]:
+        lateral = _conv_bn(features[level], channels, 1, name=f"fpn{level}", activation=None)
         top = layers.Add(name=f"fpn{level}_add")([
             lateral, layers.UpSampling2D(2, interpolation="bilinear", name=f"fpn{level}_up")(top)])
     x = layers.Activation("relu", name="fpn_act")(top)
@@ -189,10 +204,21 @@ def build_mobile(image_dim: int = 128) -> keras.Model:
     x = layers.Activation("relu", name="head_dw_act")(x)
     heatmaps = layers.Conv2D(NUM_OUTPUTS // 2, 1, name="heatmaps", dtype="float32")(x)
     outputs = SoftArgmax2D(name="landmarks", dtype="float32")(heatmaps)
-    return keras.Model(inputs, outputs, name="mobile_landmarks")
+    return keras.Model(inputs, outputs, name=name)
 
 
-ARCHITECTURES = {"xception": build_xception, "mobile": build_mobile}
+def build_mobile_s4(image_dim: int = 128) -> keras.Model:
+    """``mobile`` with 32 x 32 heatmaps (stride 4) at 128 px."""
+    return build_mobile(image_dim, heatmap_stride=4, name="mobile_s4_landmarks")
+
+
+def build_mobile_wide(image_dim: int = 128) -> keras.Model:
+    """``mobile`` with 1.5 x the channels, 16 x 16 heatmaps."""
+    return build_mobile(image_dim, width=1.5, name="mobile_wide_landmarks")
+
+
+ARCHITECTURES = {"xception": build_xception, "mobile": build_mobile, "mobile-s4": build_mobile_s4,
+                 "mobile-wide": build_mobile_wide}
 
 
 def build_network(arch: str = "xception", image_dim: int = 128) -> keras.Model:

@@ -42,7 +42,7 @@ HELP = {
     "flip_prob": "probability of a horizontal flip",
     "brightness": "brightness jitter strength", "contrast": "contrast jitter strength",
     "saturation": "saturation jitter strength (no effect on grey input)",
-    "arch": "network: xception (the seed's) or mobile (Raspberry Pi)",
+    "arch": "network: xception (the seed's); mobile, mobile-s4 (32 x 32 heatmaps) or mobile-wide (1.5 x channels) for the Raspberry Pi",
     "loss": "training loss: mse (seed), l1 or wing",
     "batch_size": "images per training step on each replica (GPU): a step trains on "
                   "batch-size x replicas images", "epochs": "number of epochs",
@@ -60,7 +60,7 @@ HELP = {
     "jit": "compile the training step with XLA (one replica only: Keras cannot compile a "
            "step spread over several devices)",
 }
-CHOICES = {"split": ["standard", "xml"], "arch": ["xception", "mobile"],
+CHOICES = {"split": ["standard", "xml"], "arch": ["xception", "mobile", "mobile-s4", "mobile-wide"],
            "loss": ["mse", "l1", "wing"], "lr_schedule": ["constant", "cosine"],
            "strategy": list(distribute.STRATEGIES)}
 
