@@ -1,4 +1,5 @@
-"""Rebuild a Keras checkpoint of the `mobile` network from a float32 TFLite export.
+"""Rebuild a Keras checkpoint of a `mobile`-family network (`mobile`, `mobile-s4`,
+`mobile-wide`) from a float32 TFLite export.
 
     python tflite_to_keras.py models/landmarks_float32.tflite --out models/landmarks_mobile.weights.h5 \
         --data-dir ../shared/data/300w_subset
@@ -62,13 +63,13 @@ def tflite_conv_weights(tflite_path: Path) -> dict[str, tuple[np.ndarray, np.nda
     return weights
 
 
-def rebuild(tflite_path: Path, image_dim: int, calibration: np.ndarray):
-    """The `mobile` Keras model whose inference matches `tflite_path`."""
+def rebuild(tflite_path: Path, image_dim: int, calibration: np.ndarray, arch: str = "mobile"):
+    """The Keras model of ``arch`` whose inference matches `tflite_path`."""
     import keras
 
     from model import build_network
 
-    model = build_network("mobile", image_dim)
+    model = build_network(arch, image_dim)
     folded = tflite_conv_weights(tflite_path)
     bn_after = {}  # conv layer -> the BatchNormalization that follows it
     for layer in model.layers:
@@ -78,7 +79,7 @@ def rebuild(tflite_path: Path, image_dim: int, calibration: np.ndarray):
              if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
     if {c.name for c in convs} != set(folded):
         missing = {c.name for c in convs} ^ set(folded)
-        raise ValueError(f"{tflite_path}: not a `mobile` network of this version (layers differ: "
+        raise ValueError(f"{tflite_path}: not a `{arch}` network of this version (layers differ: "
                          f"{sorted(missing)[:5]})")
     for conv in convs:
         kernel, bias = folded[conv.name]
@@ -115,7 +116,8 @@ def rebuild(tflite_path: Path, image_dim: int, calibration: np.ndarray):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tflite", help="a float32 .tflite of the mobile network (export_tflite.py)")
+    parser.add_argument("tflite", help="a float32 .tflite of a mobile-family network (export_tflite.py); "
+                        "its architecture is read from the .json beside it")
     parser.add_argument("--out", required=True, help="where to write the .weights.h5")
     parser.add_argument("--data-dir", required=True, help="training data: crops for BN statistics")
     parser.add_argument("--faces", type=int, default=512)
@@ -127,14 +129,15 @@ def main(argv=None) -> int:
     from evaluate import TFLiteLandmarks, frame_faces
 
     tflite_path = Path(args.tflite)
-    framing = json.loads(tflite_path.with_suffix(".json").read_text())["framing"]
-    config = Config(arch="mobile", image_dim=int(framing["image_dim"]),
+    metadata = json.loads(tflite_path.with_suffix(".json").read_text())
+    framing = metadata["framing"]
+    config = Config(arch=metadata.get("arch") or "mobile", image_dim=int(framing["image_dim"]),
                     crop_margin=float(framing["crop_margin"]), crop_shift_y=float(framing["crop_shift_y"]))
     faces = dataset.load_faces(Path(args.data_dir), "train", "standard")
     rng = np.random.default_rng(0)
     chosen = [faces[i] for i in rng.permutation(len(faces))[:args.faces]]
     crops = frame_faces(chosen, framing_of(config))[0]
-    model = rebuild(tflite_path, config.image_dim, crops)
+    model = rebuild(tflite_path, config.image_dim, crops, config.arch)
     keras_out = model.predict(crops[:128], verbose=0).reshape(-1, 68, 2)
     lite_out = TFLiteLandmarks(tflite_path).predict_crops(crops[:128])
     drift_px = float(np.abs(keras_out - lite_out).max()) * config.image_dim

@@ -242,17 +242,18 @@ def test_eye_and_mouth_ratios_of_a_face_by_hand():
 def test_measures_of_predicted_points_match_the_annotations(lfpw_faces, model):
     """Figures in the README (python evaluate_measures.py --data-dir .../300w_subset).
 
-    Measured: EAR 0.047, MAR 0.044, yaw 1.99, pitch 2.73, roll 0.79 degrees (targets: EAR
-    within 0.03 - not met, the model's eyelids are coarse; yaw within 3 - met).
+    Measured with the shipped mobile-wide model: EAR 0.042, MAR 0.040, yaw 1.67, pitch 2.53,
+    roll 0.75 degrees (targets: EAR within 0.03 - not met, the model's eyelids are coarse;
+    yaw within 3 - met). The bounds sit a little above, so a regression fails here.
     """
     report = evaluate_measures.compare(model, lfpw_faces)
     diff = report["mean_abs_diff"]
     assert report["compared"] == len(lfpw_faces) == 224
-    assert diff["ear"] < 0.050
-    assert diff["mar"] < 0.048
-    assert diff["yaw"] < 2.3
-    assert diff["pitch"] < 3.1
-    assert diff["roll"] < 0.9
+    assert diff["ear"] < 0.045
+    assert diff["mar"] < 0.044
+    assert diff["yaw"] < 1.9
+    assert diff["pitch"] < 2.8
+    assert diff["roll"] < 0.85
     assert report["mean_face_fit_error"] < 0.04  # the 3D mean face fits real faces
     # The faces span real poses, so the differences are not small by lack of variety.
     assert report["annotated_max_abs"]["yaw"] > 30 and report["annotated_abs_mean"]["yaw"] > 5

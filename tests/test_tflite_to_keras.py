@@ -3,12 +3,15 @@ file: same function in inference, and batch statistics that start where inferenc
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from conftest import REPO_DIR
 
 FLOAT_MODEL = REPO_DIR / "models" / "landmarks_float32.tflite"
+SHIPPED_ARCH = json.loads(FLOAT_MODEL.with_suffix(".json").read_text())["arch"]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,7 @@ def test_the_rebuilt_model_computes_what_the_tflite_file_does(crops):
     import tflite_to_keras
     from evaluate import TFLiteLandmarks
 
-    model = tflite_to_keras.rebuild(FLOAT_MODEL, 128, crops)
+    model = tflite_to_keras.rebuild(FLOAT_MODEL, 128, crops, SHIPPED_ARCH)
     keras_points = model.predict(crops, verbose=0).reshape(len(crops), 68, 2)
     lite_points = TFLiteLandmarks(FLOAT_MODEL).predict_crops(crops)
     assert np.abs(keras_points - lite_points).max() * 128 < 0.01
