@@ -142,8 +142,9 @@ def test_a_model_without_the_confidence_output_still_predicts(tmp_path, lfpw_fac
     import export_tflite
     from model import build_network
 
-    network = build_network("mobile", 128)
-    network.load_weights(str(REPO_DIR / "models" / "keras" / "best_model.weights.h5"))
+    shipped = REPO_DIR / "models" / "keras"
+    network = build_network(json.loads((shipped / "config.json").read_text())["arch"], 128)
+    network.load_weights(str(shipped / "best_model.weights.h5"))
     single = tmp_path / "single_output.tflite"
     single.write_bytes(export_tflite.convert(network, "float32", None))
     single.with_suffix(".json").write_text(FLOAT_MODEL.with_suffix(".json").read_text())
