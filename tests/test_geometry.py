@@ -274,3 +274,26 @@ def test_box_iou_by_hand():
     assert geometry.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
     assert geometry.box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
     assert geometry.box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
+
+
+@pytest.mark.parametrize("box, angle, shift", [
+    ((200.0, 150.0, 120.0, 130.0), 0.0, (0.0, 0.0)),  # inside the photo, pre-shrunk
+    ((-60.3, -40.7, 150.0, 150.0), 25.0, (0.02, -0.05)),  # past the left and top edges
+    ((560.5, 420.2, 90.0, 80.0), -35.0, (0.0, 0.03)),  # past the right and bottom edges
+    ((20.0, 30.0, 40.0, 40.0), 10.0, (0.0, 0.0)),  # small: no pre-shrink
+    ((-500.0, 100.0, 300.0, 300.0), 0.0, (0.0, 0.0)),  # the region is mostly padding
+])
+def test_frame_face_converts_only_the_region_of_a_colour_photo_to_the_same_pixels(box, angle, shift):
+    """frame_face(bgr, grey_from_bgr=True) gives exactly the crop and matrix of framing the
+    photo converted to grey as a whole, without converting the whole photo."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    bgr = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    whole = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    crop, matrix = geometry.frame_face(whole, box, 128, 0.2, 0.06, angle_deg=angle, shift_xy=shift)
+    windowed, windowed_matrix = geometry.frame_face(bgr, box, 128, 0.2, 0.06, angle_deg=angle,
+                                                    shift_xy=shift, grey_from_bgr=True)
+    assert windowed.shape == crop.shape == (128, 128)
+    np.testing.assert_array_equal(windowed, crop)
+    np.testing.assert_array_equal(windowed_matrix, matrix)
