@@ -388,14 +388,18 @@ def finish_checkpoint(path: Path, arch: str, image_dim: int, crops: np.ndarray |
 
     from model import build_network
 
+    from callbacks import atomic_save
+
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
         network = build_network(arch, image_dim)
         network.load_weights(str(path))
+        # The bare weights first: a run stopped while recalibrating still leaves a small file.
+        atomic_save(path, network.save_weights)
         if crops is not None:
             recalibrate_batchnorm(network, crops)
-        network.save_weights(str(path))
+            atomic_save(path, network.save_weights)
     finally:
         keras.mixed_precision.set_global_policy(policy)
     return network
