@@ -99,22 +99,24 @@ class Pack:
 
 
 def load_pack(path) -> Pack:
-    """The faces of a pack as ``dataset.CachedFace`` items, ready for ``LandmarkDataset``."""
+    """The faces of a pack as ``dataset.CachedFace`` items, ready for ``LandmarkDataset``.
+    Their ``face`` records name the photo (relative to the data folder) for messages; the
+    box and points there are, like the item's, in region pixels."""
     import dataset
 
-    with np.load(path) as data:
-        config = Config(**json.loads(str(data["config"])))
-        jpeg, offsets = data["jpeg"], data["offsets"]
-        train, validation = [], []
-        for i, name in enumerate(data["names"]):
-            region = cv2.imdecode(jpeg[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
-            if region is None:
-                raise dataset.DataError(f"{path}: face {i} ({name}) does not decode")
-            face = dataset.Face(str(name), tuple(data["boxes"][i]), data["landmarks"][i],
-                                "train", str(path))
-            item = dataset.CachedFace(region, tuple(float(v) for v in data["boxes"][i]),
-                                      data["landmarks"][i], face)
-            (validation if data["held_out"][i] else train).append(item)
+    with np.load(path) as data:  # each data[key] reads the file again: read each once
+        arrays = {key: data[key] for key in data.files}
+    config = Config(**json.loads(str(arrays["config"])))
+    jpeg, offsets = arrays["jpeg"], arrays["offsets"]
+    train, validation = [], []
+    for i, name in enumerate(arrays["names"]):
+        region = cv2.imdecode(jpeg[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
+        if region is None:
+            raise dataset.DataError(f"{path}: face {i} ({name}) does not decode")
+        box = tuple(float(v) for v in arrays["boxes"][i])
+        points = arrays["landmarks"][i]
+        item = dataset.CachedFace(region, box, points, dataset.Face(str(name), box, points, "train", str(path)))
+        (validation if arrays["held_out"][i] else train).append(item)
     return Pack(config, train, validation)
 
 
