@@ -218,8 +218,8 @@ def make_time_budget(seconds: float, peak_lr: float, warmup: float, log, deadlin
                 self.steps += 1
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["lr"] = float(time_lr(self.fraction(), peak_lr, warmup))
+            if logs is not None:  # the rate the optimizer used this epoch, read back
+                logs["lr"] = float(np.asarray(self.model.optimizer.learning_rate))
                 logs["seconds"] = round(time.time() - (self.started or time.time()), 1)
             if self.fraction() >= 1.0 or time.time() >= deadline:
                 self.model.stop_training = True
