@@ -418,6 +418,12 @@ class LandmarkDataset:
     def __len__(self) -> int:
         return len(self.items)
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images [N, D, D, 1], landmarks [N, 136]) of every face, in order: with
+        ``training=False``, the fixed evaluation crops, as arrays for Keras."""
+        images, landmarks = zip(*(self.sample(i) for i in range(len(self.items))))
+        return np.stack(images), np.stack(landmarks)
+
     @property
     def faces(self) -> list[Face]:
         return [item.face for item in self.items]

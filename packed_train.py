@@ -62,12 +62,10 @@ FINISH_S = 60
 def pack_faces(config: Config, out_path, quality: int = JPEG_QUALITY) -> dict:
     """Write the training faces of ``config.data_dir``, split as train.py splits them, to
     ``out_path`` (.npz). Returns counts for the log."""
-    import dataset
+    from train import prepare_data
 
-    faces = dataset.load_faces(config.data_dir, "train", config.split)
-    train_faces, val_faces = dataset.split_by_image(faces, config.val_fraction, config.seed)
-    parts = [(dataset.LandmarkDataset(train_faces, config, training=True), False),
-             (dataset.LandmarkDataset(val_faces, config, training=False), True)]
+    train_data, val_data = prepare_data(config)
+    parts = [(train_data, False), (val_data, True)]
     blobs, boxes, points, held_out, names = [], [], [], [], []
     root = os.path.abspath(config.data_dir)
     for data, is_val in parts:
@@ -295,7 +293,7 @@ def run_variant(pack_path, variant: Variant, minutes: float, out_dir, workers: i
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
     val = dataset.LandmarkDataset.from_items(pack.validation, config, training=False)
-    val_x, val_y = (np.stack(a) for a in zip(*(val.sample(i) for i in range(len(val)))))
+    val_x, val_y = val.arrays()
     model = build_network(variant.arch, config.image_dim)
     if variant.init:
         model.load_weights(variant.init)
@@ -330,7 +328,7 @@ def run_variant(pack_path, variant: Variant, minutes: float, out_dir, workers: i
     recalibrated = {}
     for name in ("best_model.weights.h5", "final_model.weights.h5"):
         network = finish_checkpoint(out_dir / name, variant.arch, config.image_dim, crops)
-        recalibrated[name] = float(np.mean(np.asarray(losses.nme(val_y, network.predict(val_x, verbose=0)))))
+        recalibrated[name] = validation_nme(network, val_x, val_y)
         log(f"{name}: batch-norm statistics recalibrated, validation NME {recalibrated[name]:.5f}")
     val_nme = history.history.get("val_nme", [float("nan")])
     timed = budget.rate
@@ -409,27 +407,26 @@ def finish_checkpoint(path: Path, arch: str, image_dim: int, crops: np.ndarray |
 def recalibrate_checkpoint(weights, arch: str, image_dim: int, data_dir, crops: int, out) -> dict:
     """``recalibrate_batchnorm`` on a checkpoint, with crops of the training faces of
     ``data_dir`` (train.py's split); validation NME before and after, on its held-out faces."""
-    import dataset
-    import losses
     from model import build_network
+    from train import prepare_data
 
     config = Config(data_dir=str(data_dir), image_dim=image_dim, arch=arch)
-    faces = dataset.load_faces(config.data_dir, "train", config.split)
-    train_faces, val_faces = dataset.split_by_image(faces, config.val_fraction, config.seed)
-    val = dataset.LandmarkDataset(val_faces, config, training=False)
-    val_x, val_y = (np.stack(a) for a in zip(*(val.sample(i) for i in range(len(val)))))
+    train_data, val_data = prepare_data(config)
+    val_x, val_y = val_data.arrays()
     network = build_network(arch, image_dim)
     network.load_weights(str(weights))
-
-    def val_nme():
-        return float(np.mean(np.asarray(losses.nme(val_y, network.predict(val_x, verbose=0)))))
-
-    before = val_nme()
-    recalibrate_batchnorm(network, training_crops(
-        dataset.LandmarkDataset(train_faces, config, training=True), crops, config.seed))
+    before = validation_nme(network, val_x, val_y)
+    recalibrate_batchnorm(network, training_crops(train_data, crops, config.seed))
     network.save_weights(str(out))
     return {"weights": str(weights), "out": str(out), "val_nme_before": round(before, 5),
-            "val_nme_after": round(val_nme(), 5), "crops": crops}
+            "val_nme_after": round(validation_nme(network, val_x, val_y), 5), "crops": crops}
+
+
+def validation_nme(network, images: np.ndarray, targets: np.ndarray) -> float:
+    """Mean NME (losses.nme, the metric training reports) of ``network`` on these arrays."""
+    import losses
+
+    return float(np.mean(np.asarray(losses.nme(targets, network.predict(images, verbose=0)))))
 
 
 def describe_device() -> str:

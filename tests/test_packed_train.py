@@ -111,7 +111,7 @@ def test_a_short_run_on_real_faces_writes_loadable_recalibrated_weights(pack_pat
     assert (tmp_path / "history.csv").read_text().splitlines()[0].startswith("epoch,")
     pack = packed_train.load_pack(pack_path)
     val = dataset.LandmarkDataset.from_items(pack.validation, Config(), training=False)
-    val_x, val_y = (np.stack(a) for a in zip(*(val.sample(i) for i in range(len(val)))))
+    val_x, val_y = val.arrays()
     for name in ("best_model.weights.h5", "final_model.weights.h5"):
         network = build_network("mobile", 128)
         network.load_weights(str(tmp_path / name))  # the bare network: no optimizer state
