@@ -4,10 +4,14 @@ Box jitter (scale and shift, so that boxes from other face detectors work at inf
 rotation about the face centre, horizontal flip and the crop/resize compose into a single
 2x3 matrix; the image is resampled once through it and the landmarks are moved by the same
 matrix, so points and pixels stay exactly in register.
+
+Then the pixels alone change (the landmarks stay where they are): blur, contrast and
+brightness, noise, and an occluding rectangle, each only when its setting is on.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -42,7 +46,24 @@ class FaceLandmarksAugmentation:
             "brightness": float(rng.uniform(-c.brightness, c.brightness)),
             "contrast": float(rng.uniform(1 - c.contrast, 1 + c.contrast)),
             "saturation": float(rng.uniform(1 - c.saturation, 1 + c.saturation)),
+            **self._sample_degradations(rng),
         }
+
+    def _sample_degradations(self, rng: np.random.Generator) -> dict:
+        """Blur, noise and occlusion draws. Each is drawn only when its setting is on, so
+        that with them off every other parameter is the same draw as before they existed."""
+        c, d = self.config, self.config.image_dim
+        params = {}
+        if c.blur_prob > 0 and rng.random() < c.blur_prob:
+            params["blur_sigma"] = float(rng.uniform(0.5, c.blur_sigma))
+        if c.noise_std > 0:
+            params["noise_std"] = float(rng.uniform(0.0, c.noise_std))
+            params["noise_seed"] = int(rng.integers(1 << 31))
+        if c.occlusion_prob > 0 and rng.random() < c.occlusion_prob:
+            width, height = (int(round(v * d)) for v in rng.uniform(0.1, c.occlusion_size, size=2))
+            params["occlusion"] = (int(rng.integers(0, d - width + 1)), int(rng.integers(0, d - height + 1)),
+                                   width, height, int(rng.integers(0, 256)))
+        return params
 
     def __call__(self, image, landmarks, crops_coordinates, rng=None, params=None):
         image = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
@@ -67,7 +88,15 @@ class FaceLandmarksAugmentation:
 
     @staticmethod
     def _photometric(crop: np.ndarray, params: dict) -> np.ndarray:
-        """Saturation (colour only), grey conversion, brightness and contrast; uint8 out."""
+        """Blur, saturation (colour only), grey conversion, contrast, brightness, noise and
+        occlusion; uint8 out.
+
+        - ``blur_sigma``: cv2.GaussianBlur of the crop with that sigma (kernel from OpenCV).
+        - ``noise_std``/``noise_seed``: N(0, std * 255) added to every pixel.
+        - ``occlusion``: (x, y, width, height, level): those pixels are set to ``level``.
+        """
+        if "blur_sigma" in params:
+            crop = cv2.GaussianBlur(crop, (0, 0), params["blur_sigma"])
         pixels = crop.astype(np.float32)
         if pixels.ndim == 3:
             if "saturation" in params:
@@ -79,4 +108,10 @@ class FaceLandmarksAugmentation:
             pixels = (pixels - mean) * params["contrast"] + mean
         if "brightness" in params:
             pixels = pixels + params["brightness"] * 127.5
+        if "noise_std" in params:
+            noise = np.random.default_rng(params["noise_seed"]).standard_normal(pixels.shape, np.float32)
+            pixels = pixels + noise * (params["noise_std"] * 255.0)
+        if "occlusion" in params:
+            x, y, width, height, level = params["occlusion"]
+            pixels[y:y + height, x:x + width] = level
         return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)

@@ -48,9 +48,19 @@ class Config:
     brightness: float = 0.3  # additive, in [0, 1] intensity units: U(-b, b) * 0.5
     contrast: float = 0.3  # multiplicative around the mean: U(1 - c, 1 + c)
     saturation: float = 0.3  # colour inputs only; a no-op once converted to grey
+    # Occlusion: with this probability a rectangle (each side U(0.1, occlusion_size) of the
+    # crop) is painted one random grey level (hands, hair, glasses, microphones).
+    occlusion_prob: float = 0.0
+    occlusion_size: float = 0.4
+    blur_prob: float = 0.0  # Gaussian blur with sigma U(0.5, blur_sigma) crop pixels
+    blur_sigma: float = 1.5
+    noise_std: float = 0.0  # Gaussian pixel noise, std U(0, noise_std) in [0, 1] intensity units
     # --- model and optimisation ---------------------------------------------------------
     arch: str = "xception"  # "xception" (the seed's network) or "mobile" (Raspberry Pi)
     loss: str = "mse"  # "mse" (seed), "l1", "wing"
+    # The jaw's 17 points count this many times in the loss (the other 51 once); the weights
+    # are scaled to average 1, so the loss keeps its size.
+    jaw_weight: float = 1.0
     batch_size: int = 16
     epochs: int = 30
     lr: float = 0.00075

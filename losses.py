@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from config import LEFT_EYE_OUTER, NUM_LANDMARKS, RIGHT_EYE_OUTER
@@ -31,32 +32,57 @@ def nme(y_true, y_pred):
 @keras.saving.register_keras_serializable(package="landmarks")
 class WingLoss(keras.losses.Loss):
     """Wing loss (Feng et al., CVPR 2018), with w and epsilon in pixels of a
-    ``image_dim`` crop: log-shaped near zero so small errors keep a useful gradient."""
+    ``image_dim`` crop: log-shaped near zero so small errors keep a useful gradient.
 
-    def __init__(self, width=10.0, epsilon=2.0, image_dim=128, name="wing_loss", **kwargs):
+    ``coordinate_weights``: one weight per output number (136), or None for all 1.
+    """
+
+    def __init__(self, width=10.0, epsilon=2.0, image_dim=128, coordinate_weights=None,
+                 name="wing_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.width, self.epsilon, self.image_dim = float(width), float(epsilon), int(image_dim)
         self._c = self.width - self.width * math.log(1.0 + self.width / self.epsilon)
+        self.coordinate_weights = (None if coordinate_weights is None
+                                   else [float(v) for v in coordinate_weights])
 
     def call(self, y_true, y_pred):
         error = ops.abs(y_true - y_pred) * self.image_dim
         loss = ops.where(error < self.width,
                          self.width * ops.log(1.0 + error / self.epsilon),
                          error - self._c)
+        if self.coordinate_weights is not None:
+            loss = loss * ops.cast(np.array(self.coordinate_weights, np.float32), loss.dtype)
         return ops.mean(loss, axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "epsilon": self.epsilon,
-                "image_dim": self.image_dim}
+                "image_dim": self.image_dim, "coordinate_weights": self.coordinate_weights}
 
 
-def make_loss(name: str, image_dim: int):
+JAW_POINTS = slice(0, 17)
+
+
+def coordinate_weights(jaw_weight: float) -> np.ndarray | None:
+    """Per-output weights [136] giving the jaw's 17 points ``jaw_weight`` times the weight of
+    the other 51, scaled to average 1; None when ``jaw_weight`` is 1."""
+    if jaw_weight == 1.0:
+        return None
+    if jaw_weight <= 0:
+        raise ValueError(f"jaw_weight must be positive, got {jaw_weight}")
+    points = np.ones(NUM_LANDMARKS)
+    points[JAW_POINTS] = jaw_weight
+    return np.repeat(points / points.mean(), 2)
+
+
+def make_loss(name: str, image_dim: int, jaw_weight: float = 1.0):
+    if jaw_weight != 1.0 and name != "wing":
+        raise ValueError(f"jaw_weight is supported with the wing loss only, not {name!r}")
     if name == "mse":
         return keras.losses.MeanSquaredError()
     if name == "l1":
         return keras.losses.MeanAbsoluteError()
     if name == "wing":
-        return WingLoss(image_dim=image_dim)
+        return WingLoss(image_dim=image_dim, coordinate_weights=coordinate_weights(jaw_weight))
     raise ValueError(f"unknown loss {name!r}; choose mse, l1 or wing")
 
 

@@ -42,6 +42,12 @@ HELP = {
     "flip_prob": "probability of a horizontal flip",
     "brightness": "brightness jitter strength", "contrast": "contrast jitter strength",
     "saturation": "saturation jitter strength (no effect on grey input)",
+    "occlusion_prob": "probability of painting a random grey rectangle over the crop",
+    "occlusion_size": "largest occluding rectangle side, as a fraction of the crop side",
+    "blur_prob": "probability of a Gaussian blur", "blur_sigma": "largest blur sigma, crop pixels",
+    "noise_std": "largest Gaussian pixel noise std (drawn per image), [0, 1] intensity units",
+    "jaw_weight": "weight of the 17 jaw points in the loss against 1 for the others "
+                  "(rescaled to average 1)",
     "arch": "network: xception (the seed's); mobile, mobile-s4 (32 x 32 heatmaps) or mobile-wide (1.5 x channels) for the Raspberry Pi",
     "loss": "training loss: mse (seed), l1 or wing",
     "batch_size": "images per training step on each replica (GPU): a step trains on "
@@ -176,7 +182,7 @@ def train(config: Config, strategy=None) -> dict:
     with strategy.scope():
         model = build_network(config.arch, config.image_dim)
         model.compile(optimizer=keras.optimizers.Adam(config.lr),
-                      loss=losses.make_loss(config.loss, config.image_dim),
+                      loss=losses.make_loss(config.loss, config.image_dim, config.jaw_weight),
                       metrics=[losses.nme],
                       # Without --jit, Keras' own choice ("auto": XLA on one GPU) stands,
                       # except over several replicas, where XLA cannot compile the step.

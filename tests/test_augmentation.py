@@ -6,6 +6,7 @@ Dots are drawn at the landmarks (a synthetic grid of well-separated points, and 
 landmark of a real photo on its own) and found again in the augmented image.
 """
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -230,3 +231,72 @@ def test_rejects_wrong_landmark_count_and_non_8_bit_images(real_face):
         augment(photo, face.landmarks_px[:67], box)
     with pytest.raises(ValueError, match="8-bit"):
         augment(photo.astype(np.float32), face.landmarks_px, box)
+
+
+# ---------------------------------------------------------------------------------------
+# Blur, noise and occlusion: pixels change, landmarks do not
+# ---------------------------------------------------------------------------------------
+
+def test_degradations_are_off_by_default_and_leave_the_older_draws_alone(real_face):
+    photo, face = real_face
+    box = box_to_dict(face.box_xywh)
+    plain = FaceLandmarksAugmentation(Config(), training=True)
+    assert set(plain.sample_params(np.random.default_rng(3))) == {
+        "scale", "shift_xy", "angle_deg", "flip", "brightness", "contrast", "saturation"}
+    degraded = FaceLandmarksAugmentation(Config(occlusion_prob=1.0, blur_prob=1.0, noise_std=0.05),
+                                         training=True)
+    params = degraded.sample_params(np.random.default_rng(3))
+    older = plain.sample_params(np.random.default_rng(3))
+    assert {k: params[k] for k in older} == older
+    a_image, a_points = plain(photo, face.landmarks_px, box, rng=np.random.default_rng(3))
+    b_image, b_points = degraded(photo, face.landmarks_px, box, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(a_points, b_points)
+    assert np.abs(a_image - b_image).mean() > 0.01
+
+
+def test_occlusion_paints_exactly_its_rectangle(real_face):
+    photo, face = real_face
+    augment = FaceLandmarksAugmentation(Config(), training=True)
+    box = box_to_dict(face.box_xywh)
+    base = {"angle_deg": 5.0, "contrast": 1.1}
+    clean, clean_points = augment(photo, face.landmarks_px, box, params=base)
+    occluded, points = augment(photo, face.landmarks_px, box, params={**base, "occlusion": (30, 50, 40, 20, 200)})
+    np.testing.assert_array_equal(points, clean_points)
+    inside_rect = np.zeros(clean.shape[:2], bool)
+    inside_rect[50:70, 30:70] = True
+    np.testing.assert_allclose(occluded[inside_rect], 200 / 127.5 - 1.0, atol=1e-6)
+    np.testing.assert_array_equal(occluded[~inside_rect], clean[~inside_rect])
+
+
+def test_blur_is_opencvs_gaussian_of_the_crop_and_noise_has_its_drawn_std(real_face):
+    photo, face = real_face
+    augment = FaceLandmarksAugmentation(Config(), training=True)
+    box = box_to_dict(face.box_xywh)
+    clean, _ = augment(photo, face.landmarks_px, box, params={})
+    blurred, _ = augment(photo, face.landmarks_px, box, params={"blur_sigma": 1.2})
+    crop = np.rint((clean[:, :, 0] + 1.0) * 127.5).astype(np.uint8)
+    expected = cv2.GaussianBlur(crop, (0, 0), 1.2)
+    np.testing.assert_allclose(blurred[:, :, 0], expected / 127.5 - 1.0, atol=1e-6)
+    noisy, _ = augment(photo, face.landmarks_px, box, params={"noise_std": 0.04, "noise_seed": 1})
+    again, _ = augment(photo, face.landmarks_px, box, params={"noise_std": 0.04, "noise_seed": 1})
+    np.testing.assert_array_equal(noisy, again)
+    difference = (noisy - clean) * 127.5
+    unclipped = (clean > -0.7) & (clean < 0.7)  # 0.04 * 255 = 10 grey levels, far from 0 and 255
+    assert np.std(difference[unclipped]) == pytest.approx(0.04 * 255, rel=0.05)
+    assert abs(np.mean(difference[unclipped])) < 0.3
+
+
+def test_degradation_draws_stay_within_their_settings():
+    config = Config(occlusion_prob=0.5, occlusion_size=0.3, blur_prob=0.25, blur_sigma=2.0, noise_std=0.02)
+    augment = FaceLandmarksAugmentation(config, training=True)
+    rng = np.random.default_rng(0)
+    draws = [augment.sample_params(rng) for _ in range(1000)]
+    occlusions = np.array([d["occlusion"] for d in draws if "occlusion" in d])
+    sigmas = np.array([d["blur_sigma"] for d in draws if "blur_sigma" in d])
+    assert 0.45 < len(occlusions) / 1000 < 0.55 and 0.2 < len(sigmas) / 1000 < 0.3
+    x, y, w, h, level = occlusions.T
+    assert w.min() >= round(0.1 * DIM) and w.max() <= round(0.3 * DIM) and h.max() <= round(0.3 * DIM)
+    assert x.min() >= 0 and (x + w).max() <= DIM and y.min() >= 0 and (y + h).max() <= DIM
+    assert level.min() >= 0 and level.max() <= 255
+    assert sigmas.min() >= 0.5 and sigmas.max() <= 2.0
+    assert all(0 <= d["noise_std"] <= 0.02 for d in draws)
