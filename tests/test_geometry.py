@@ -297,3 +297,51 @@ def test_frame_face_converts_only_the_region_of_a_colour_photo_to_the_same_pixel
     assert windowed.shape == crop.shape == (128, 128)
     np.testing.assert_array_equal(windowed, crop)
     np.testing.assert_array_equal(windowed_matrix, matrix)
+
+
+# ---------------------------------------------------------------------------------------
+# frame_face reads only the context its crop needs
+# ---------------------------------------------------------------------------------------
+
+def test_crop_context_by_hand():
+    margin = geometry.CONTEXT_MARGIN
+    assert geometry.crop_context() == pytest.approx(1.0 + margin)
+    assert geometry.crop_context(angle_deg=45.0) == pytest.approx(math.sqrt(2) + margin)
+    assert geometry.crop_context(angle_deg=-90.0) == pytest.approx(1.0 + margin)
+    # scale 1.1 at 14 degrees: 1.1 * (cos + sin) = 1.3328; a 0.08 shift adds 0.16 across.
+    assert geometry.crop_context(1.1, 14.0, (0.08, -0.03)) == pytest.approx(
+        1.1 * (math.cos(math.radians(14)) + math.sin(math.radians(14))) + 0.16 + margin)
+    # The training cache keeps enough for the widest default augmentation.
+    assert geometry.crop_context(1.1, 14.0, (0.08, 0.08)) < geometry.REGION_CONTEXT
+
+
+def frame_from_full_region(image, box, angle_deg=0.0, flip=False, scale=1.0, shift_xy=(0.0, 0.0)):
+    """frame_face's crop cut from a REGION_CONTEXT region, as before crop_context."""
+    centre, side = geometry.face_square(box, 0.2, 0.06)
+    region, to_region = geometry.extract_region(image, centre, side, DIM, context=geometry.REGION_CONTEXT)
+    to_crop = geometry.crop_matrix(centre + np.asarray(shift_xy) * side, side * scale, DIM, angle_deg, flip)
+    return geometry.warp(region, geometry.compose(to_crop, geometry.invert(to_region)), DIM), to_crop
+
+
+@pytest.mark.parametrize("jitter", [*JITTERS.values(), {"angle_deg": 40.0, "scale": 1.1},
+                                    {"angle_deg": -90.0}, {"angle_deg": 45.0, "shift_xy": (0.08, 0.08)}],
+                         ids=[*JITTERS.keys(), "roll40", "roll90", "roll45_shift"])
+def test_frame_face_without_pre_shrink_gives_exactly_the_full_region_crop(jitter):
+    """No pixel of any crop comes from outside the smaller region: on random pixels (a
+    150-pixel face, no pre-shrink), the crop is the one cut from the full training context."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(1, 256, (400, 420), dtype=np.uint8)
+    box = (140.0, 120.0, 110.0, 100.0)
+    crop, matrix = geometry.frame_face(image, box, DIM, 0.2, 0.06, **jitter)
+    expected, expected_matrix = frame_from_full_region(image, box, **jitter)
+    np.testing.assert_array_equal(crop, expected)
+    np.testing.assert_allclose(matrix, expected_matrix)
+
+
+def test_frame_face_of_a_pre_shrunk_face_differs_from_the_full_region_by_resampling_phase_only(huge_image):
+    image, box, points = huge_image
+    crop, matrix = geometry.frame_face(image, box, DIM, 0.2, 0.06, angle_deg=20.0)
+    expected, expected_matrix = frame_from_full_region(image, box, angle_deg=20.0)
+    np.testing.assert_allclose(matrix, expected_matrix)
+    assert np.abs(crop.astype(int) - expected).mean() < 0.5
+    assert_dots_on_points(crop, geometry.transform_points(points, matrix))
