@@ -61,6 +61,11 @@ class Config:
     # The jaw's 17 points count this many times in the loss (the other 51 once); the weights
     # are scaled to average 1, so the loss keeps its size.
     jaw_weight: float = 1.0
+    # Knowledge distillation (distill.py): "ARCH=WEIGHTS[,ARCH=WEIGHTS...]" names the frozen
+    # teacher network(s) whose mean points (each also on the mirrored crop) are a second
+    # target; distill_weight is the teacher's share of the loss.
+    teacher: str = ""
+    distill_weight: float = 0.5
     batch_size: int = 16
     epochs: int = 30
     lr: float = 0.00075

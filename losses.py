@@ -22,8 +22,10 @@ def nme(y_true, y_pred):
     """Per-face NME normalised by the outer-eye-corner distance (points 36 and 45).
 
     The crop scales a face uniformly, so the ratio is the same in crop and photo pixels.
+    Only the annotations count: targets that carry a teacher's points after them
+    (distill.py: [batch, 272]) are scored on their first 136 numbers.
     """
-    truth, pred = _points(y_true), _points(y_pred)
+    truth, pred = _points(y_true[:, :2 * NUM_LANDMARKS]), _points(y_pred)
     errors = ops.sqrt(ops.sum(ops.square(truth - pred), axis=-1))
     inter_ocular = ops.sqrt(ops.sum(ops.square(truth[:, LEFT_EYE_OUTER] - truth[:, RIGHT_EYE_OUTER]), axis=-1))
     return ops.mean(errors, axis=-1) / ops.maximum(inter_ocular, 1e-6)
@@ -74,6 +76,34 @@ def coordinate_weights(jaw_weight: float) -> np.ndarray | None:
     return np.repeat(points / points.mean(), 2)
 
 
+@keras.saving.register_keras_serializable(package="landmarks")
+class DistillationLoss(keras.losses.Loss):
+    """Knowledge distillation (distill.py): targets [batch, 272] hold the annotations and then
+    a teacher's points for the same crops; the loss is ``(1 - teacher_weight)`` times
+    ``base`` against the annotations plus ``teacher_weight`` times ``base`` against the
+    teacher. Targets of 136 numbers (validation) are scored against the annotations alone.
+    """
+
+    def __init__(self, base, teacher_weight: float = 0.5, name="distillation_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.base = keras.losses.deserialize(base) if isinstance(base, dict) else base
+        if not 0.0 <= float(teacher_weight) <= 1.0:
+            raise ValueError(f"teacher_weight must be in [0, 1], got {teacher_weight}")
+        self.teacher_weight = float(teacher_weight)
+
+    def call(self, y_true, y_pred):
+        width = 2 * NUM_LANDMARKS
+        truth_loss = self.base.call(y_true[:, :width], y_pred)
+        if y_true.shape[-1] == width:
+            return truth_loss
+        teacher_loss = self.base.call(y_true[:, width:], y_pred)
+        return (1.0 - self.teacher_weight) * truth_loss + self.teacher_weight * teacher_loss
+
+    def get_config(self):
+        return {**super().get_config(), "base": keras.losses.serialize(self.base),
+                "teacher_weight": self.teacher_weight}
+
+
 def make_loss(name: str, image_dim: int, jaw_weight: float = 1.0):
     if jaw_weight != 1.0 and name != "wing":
         raise ValueError(f"jaw_weight is supported with the wing loss only, not {name!r}")
@@ -86,4 +116,5 @@ def make_loss(name: str, image_dim: int, jaw_weight: float = 1.0):
     raise ValueError(f"unknown loss {name!r}; choose mse, l1 or wing")
 
 
-CUSTOM_OBJECTS = {"nme": nme, "WingLoss": WingLoss, "SoftArgmax2D": SoftArgmax2D}
+CUSTOM_OBJECTS = {"nme": nme, "WingLoss": WingLoss, "DistillationLoss": DistillationLoss,
+                  "SoftArgmax2D": SoftArgmax2D}

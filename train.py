@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import distill
 import distribute
 from config import Config, framing_of
 
@@ -46,6 +47,9 @@ HELP = {
     "occlusion_size": "largest occluding rectangle side, as a fraction of the crop side",
     "blur_prob": "probability of a Gaussian blur", "blur_sigma": "largest blur sigma, crop pixels",
     "noise_std": "largest Gaussian pixel noise std (drawn per image), [0, 1] intensity units",
+    "teacher": "knowledge distillation: ARCH=WEIGHTS[,ARCH=WEIGHTS...] of trained networks "
+               "whose mean points (each also on the mirrored crop) are a second target",
+    "distill_weight": "the teacher's share of the loss (the annotations' is 1 minus it)",
     "jaw_weight": "weight of the 17 jaw points in the loss against 1 for the others "
                   "(rescaled to average 1)",
     "arch": "network: xception (the seed's); mobile, mobile-s4 (32 x 32 heatmaps) or mobile-wide (1.5 x channels) for the Raspberry Pi",
@@ -166,7 +170,12 @@ def train(config: Config, strategy=None) -> dict:
         (checkpoint_dir / "config.json").write_text(config.to_json())
         (checkpoint_dir / "framing.json").write_text(json.dumps(framing_of(config), indent=2))
 
+    teacher_specs = distill.parse_teachers(config.teacher) if config.teacher else []
     train_data, val_data = prepare_data(config)
+    teacher = None
+    if teacher_specs:
+        teacher = distill.Teacher(teacher_specs, config.image_dim)
+        logging.info("%s; its share of the loss: %g", teacher.describe(), config.distill_weight)
     global_batch = config.batch_size * replicas
     steps = config.steps_per_epoch or math.ceil(len(train_data) / global_batch)
     logging.info("%s: %d images per step (%d per replica), %d steps per epoch",
@@ -181,8 +190,10 @@ def train(config: Config, strategy=None) -> dict:
 
     with strategy.scope():
         model = build_network(config.arch, config.image_dim)
-        model.compile(optimizer=keras.optimizers.Adam(config.lr),
-                      loss=losses.make_loss(config.loss, config.image_dim, config.jaw_weight),
+        loss = losses.make_loss(config.loss, config.image_dim, config.jaw_weight)
+        if teacher is not None:
+            loss = losses.DistillationLoss(loss, config.distill_weight)
+        model.compile(optimizer=keras.optimizers.Adam(config.lr), loss=loss,
                       metrics=[losses.nme],
                       # Without --jit, Keras' own choice ("auto": XLA on one GPU) stands,
                       # except over several replicas, where XLA cannot compile the step.
@@ -218,9 +229,12 @@ def train(config: Config, strategy=None) -> dict:
     # Each worker reads and warps only its own share of the training faces. Validation
     # batches are split over the replicas, and Keras sums the metrics' totals and counts
     # over them: val_nme is the mean over the validation faces, each counted once.
-    train_stream = distribute.distribute_dataset(strategy, lambda num_shards, index: (
-        train_data.tf_dataset(config.batch_size, repeat=True, first_epoch=first_epoch,
-                              shard=(num_shards, index))))
+    def training_batches(num_shards, index):
+        batches = train_data.tf_dataset(config.batch_size, repeat=True, first_epoch=first_epoch,
+                                        shard=(num_shards, index))
+        return batches if teacher is None else distill.with_teacher_targets(batches, teacher)
+
+    train_stream = distribute.distribute_dataset(strategy, training_batches)
     val_stream = distribute.split_each_batch(val_data.tf_dataset(global_batch))
     started = time.time()
     # The chief's BackupAndRestore sets the epoch it resumes at; the others take the chief's.
@@ -266,7 +280,7 @@ def main(argv=None) -> int:
 
     try:
         train(config)
-    except (dataset.DataError, distribute.StrategyError) as err:
+    except (dataset.DataError, distribute.StrategyError, distill.TeacherError) as err:
         logging.error("%s", err)
         return 2
     except callbacks.TrainingDiverged as err:
