@@ -94,6 +94,15 @@ class Teacher:
                 outputs.append(flip_back(ops.cast(mirrored, "float32"), ops))
         return ops.mean(ops.stack(outputs), axis=0)
 
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """__call__ on a NumPy batch, through a compiled Keras model (any backend)."""
+        if getattr(self, "_model", None) is None:
+            import keras
+
+            inputs = keras.Input(self.networks[0].input_shape[1:])
+            self._model = keras.Model(inputs, self(inputs), name="teacher")
+        return np.asarray(self._model.predict_on_batch(images), dtype=np.float32)
+
     def describe(self) -> str:
         names = ", ".join(f"{s.arch} ({s.weights})" for s in self.specs)
         return f"teacher: mean of {names}" + (", each with its mirrored crop" if self.flip else "")
@@ -108,3 +117,15 @@ def with_teacher_targets(batches, teacher: Teacher):
         return images, tf.concat([targets, teacher(images)], axis=-1)
 
     return batches.map(add, num_parallel_calls=1).prefetch(tf.data.AUTOTUNE)
+
+
+def with_teacher_arrays(batches, teacher: Teacher):
+    """with_teacher_targets for a Python iterator of NumPy (images, annotations) batches
+    (packed_train.py). Closing the returned generator closes ``batches``."""
+    try:
+        for images, targets in batches:
+            yield images, np.concatenate([targets, teacher.predict(images)], axis=-1)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()

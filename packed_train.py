@@ -235,7 +235,9 @@ class Variant:
     """One run of a session: ``name:arch[:key=value...]``, keys ``init`` (weights to start
     from), ``lr`` (peak), ``warmup`` (fraction of the time), ``batch``, ``dim`` (input size;
     default the pack's: the regions were shrunk for it, so a larger one sees softer pixels),
-    ``ema`` (momentum of the averaged weights: 0.999 averages over about the last 1000 steps)."""
+    ``ema`` (momentum of the averaged weights: 0.999 averages over about the last 1000 steps),
+    ``teacher`` (distillation: ``ARCH=WEIGHTS[,ARCH=WEIGHTS...]`` as train.py's ``--teacher``)
+    and ``distill`` (the teacher's share of the loss)."""
     name: str
     arch: str
     init: str = ""
@@ -244,8 +246,11 @@ class Variant:
     batch: int = 256
     dim: int = 0
     ema: float = 0.999  # momentum of the weights' moving average
+    teacher: str = ""
+    distill: float = 0.5
 
-    KEYS = {"init": str, "lr": float, "warmup": float, "batch": int, "dim": int, "ema": float}
+    KEYS = {"init": str, "lr": float, "warmup": float, "batch": int, "dim": int, "ema": float,
+            "teacher": str, "distill": float}
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
@@ -287,6 +292,7 @@ def run_variant(pack_path, variant: Variant, minutes: float, out_dir, workers: i
     import keras
 
     import dataset
+    import distill
     import losses
     from model import build_network
 
@@ -297,8 +303,14 @@ def run_variant(pack_path, variant: Variant, minutes: float, out_dir, workers: i
     model = build_network(variant.arch, config.image_dim)
     if variant.init:
         model.load_weights(variant.init)
+    loss = losses.make_loss("wing", config.image_dim)
+    teacher = None
+    if variant.teacher:
+        teacher = distill.Teacher(distill.parse_teachers(variant.teacher), config.image_dim)
+        loss = losses.DistillationLoss(loss, variant.distill)
+        log(f"{teacher.describe()}; its share of the loss: {variant.distill:g}")
     model.compile(optimizer=keras.optimizers.Adam(variant.lr, use_ema=True, ema_momentum=variant.ema),
-                  loss=losses.make_loss("wing", config.image_dim), metrics=[losses.nme],
+                  loss=loss, metrics=[losses.nme],
                   jit_compile="auto")
     log(f"backend {keras.backend.backend()}, {model.name}: {model.count_params():,} parameters, "
         f"{len(pack.train)} train / {len(val)} validation faces, batch {variant.batch}, "
@@ -316,6 +328,8 @@ def run_variant(pack_path, variant: Variant, minutes: float, out_dir, workers: i
         keras.callbacks.CSVLogger(str(history_csv)),
     ]
     stream = training_batches(pack_path, config, len(pack.train), variant.batch, workers, seed)
+    if teacher is not None:
+        stream = distill.with_teacher_arrays(stream, teacher)
     started = time.time()
     history = model.fit(stream, steps_per_epoch=steps_per_epoch, epochs=1_000_000,
                         validation_data=(val_x, val_y), validation_batch_size=len(val_x),
@@ -511,7 +525,8 @@ def pick_backend() -> str:
 def variant_text(variant: Variant) -> str:
     text = (f"{variant.name}:{variant.arch}:lr={variant.lr:g}:warmup={variant.warmup:g}"
             f":batch={variant.batch}:dim={variant.dim}:ema={variant.ema:g}")
-    return text + (f":init={variant.init}" if variant.init else "")
+    text += f":init={variant.init}" if variant.init else ""
+    return text + (f":teacher={variant.teacher}:distill={variant.distill:g}" if variant.teacher else "")
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """packed_train.py: the pack of faces, the time-based schedule, batch-norm recalibration,
 a real (short) run on real faces, and the session's hard stop."""
 
+import csv
 import json
 import math
 import os
@@ -119,6 +120,35 @@ def test_a_short_run_on_real_faces_writes_loadable_recalibrated_weights(pack_pat
             nme = float(np.mean(np.asarray(losses.nme(val_y, network.predict(val_x, verbose=0)))))
             assert nme == pytest.approx(summary["best_val_nme_recalibrated"], rel=1e-4)
     assert (tmp_path / "final_model.weights.h5").stat().st_size < 3_000_000
+
+
+def test_a_run_with_a_teacher_trains_on_the_teachers_points(pack_path, tmp_path):
+    """lr 0 and distill=1: the first epoch's loss is the Wing loss between the student (in
+    training mode) and the teacher on the very batches the workers built, recomputed here."""
+    import distill
+
+    keras.utils.set_random_seed(5)
+    teacher_file = tmp_path / "teacher.weights.h5"
+    build_network("mobile", 128).save_weights(str(teacher_file))
+    variant = packed_train.Variant("taught", "mobile", lr=0.0, batch=4, init=str(teacher_file),
+                                   teacher=f"mobile={teacher_file}", distill=1.0)
+    assert packed_train.Variant.parse(packed_train.variant_text(variant)) == variant
+    packed_train.run_variant(pack_path, variant, minutes=0.001, out_dir=tmp_path / "run", workers=1,
+                             steps_per_epoch=2, bf16=False, recalibration_crops=8, seed=3)
+    with open(tmp_path / "run" / "history.csv", newline="") as f:
+        reported = float(next(csv.DictReader(f))["loss"])
+
+    pack = packed_train.load_pack(pack_path)
+    config = Config(**{**json.loads((tmp_path / "run" / "config.json").read_text())})
+    stream = packed_train.training_batches(pack_path, config, len(pack.train), 4, 1, 3)
+    student = build_network("mobile", 128)
+    student.load_weights(str(teacher_file))
+    teacher = distill.Teacher(distill.parse_teachers(f"mobile={teacher_file}"), 128)
+    wing = losses.WingLoss(image_dim=128)
+    per_step = [float(wing(teacher.predict(images), student(images, training=True)))
+                for images, _ in (next(stream) for _ in range(2))]
+    stream.close()
+    assert reported == pytest.approx(np.mean(per_step), rel=1e-3)
 
 
 def test_wait_or_stop_terminates_a_run_past_its_deadline():
