@@ -262,8 +262,8 @@ def frame_faces(faces, framing: dict, detector=None):
                     missed.append(face)
                     continue
                 box, roll_deg = detection.training_box_xywh, detection.roll_deg
-            crop, matrix = geometry.frame_face(image, box, dim, float(framing["crop_margin"]),
-                                               float(framing["crop_shift_y"]), angle_deg=roll_deg)
+            crop, matrix = geometry.frame_face_upright(image, box, dim, float(framing["crop_margin"]),
+                                                       float(framing["crop_shift_y"]), roll_deg)
             crops.append(geometry.gray_to_input(crop))
             matrices.append(matrix)
             kept.append(face)

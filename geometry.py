@@ -272,3 +272,13 @@ def frame_face(image: np.ndarray, box_xywh, image_dim: int, crop_margin: float,
     to_crop = crop_matrix(jittered_centre, side * scale, image_dim, angle_deg, flip)
     crop = warp(region, compose(to_crop, invert(to_region)), image_dim)
     return crop, to_crop
+
+
+def frame_face_upright(image: np.ndarray, box_xywh, image_dim: int, crop_margin: float,
+                       crop_shift_y: float, roll_deg: float = 0.0, grey_from_bgr: bool = False):
+    """frame_face for a face rolled by ``roll_deg`` in the photo (a detector's estimate): the
+    crop is turned upright, and the framing's downward shift follows the face's own vertical
+    (roll_shift_correction). How predict.py and evaluate.py frame a detected face."""
+    return frame_face(image, box_xywh, image_dim, crop_margin, crop_shift_y, angle_deg=roll_deg,
+                      shift_xy=roll_shift_correction(crop_shift_y, roll_deg),
+                      grey_from_bgr=grey_from_bgr)

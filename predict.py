@@ -239,10 +239,8 @@ class LandmarkModel:
         the face in the photo (degrees, geometry.roll_from_eyes), undone before cropping so the
         model sees an upright face. Points are mapped back to the photo."""
         # A colour photo is converted to grey only around this face (the same pixels).
-        crop, matrix = geometry.frame_face(image, box_xywh, self.image_dim, self.crop_margin,
-                                           self.crop_shift_y, angle_deg=roll_deg,
-                                           shift_xy=geometry.roll_shift_correction(self.crop_shift_y, roll_deg),
-                                           grey_from_bgr=image.ndim == 3)
+        crop, matrix = geometry.frame_face_upright(image, box_xywh, self.image_dim, self.crop_margin,
+                                                   self.crop_shift_y, roll_deg, grey_from_bgr=image.ndim == 3)
         points, confidence = self.run_with_confidence(geometry.gray_to_input(crop))
         if self.flip_average:  # test-time flip: average with the mirrored crop's prediction
             mirrored, mirrored_conf = self.run_with_confidence(geometry.gray_to_input(crop[:, ::-1].copy()))

@@ -225,3 +225,28 @@ def test_rank_correlation_by_hand():
     assert evaluate.rank_correlation(a, -a) == pytest.approx(-1.0)
     # Spearman: 1 - 6 * sum(d^2) / (n (n^2 - 1)) with d = (0, 1, 1, 0): 1 - 12 / 60.
     assert evaluate.rank_correlation(a, np.array([1.0, 3.0, 2.0, 4.0])) == pytest.approx(0.8)
+
+
+def test_a_detected_rolled_face_is_framed_exactly_as_predict_py_frames_it(train_faces, shipped_int8):
+    """evaluate.py's figures with a detector are predict.py's: the same crop, turned upright
+    by the detection's roll, with the framing's shift along the face's own vertical."""
+    import dataset
+    from face_detector import Detection
+    from predict import LandmarkModel
+
+    face = train_faces[0]
+    box = face.box_xywh
+    detection = Detection(box_xywh=box, score=0.9, keypoints_px=None, training_box_xywh=box, roll_deg=25.0)
+
+    class OneFace:
+        def detect(self, image):
+            return [detection]
+
+    model = LandmarkModel(shipped_int8)
+    seen = []
+    original = model.run_with_confidence
+    model.run_with_confidence = lambda crop: seen.append(crop) or original(crop)
+    model.predict_face(dataset.read_image_bgr(face.image_path), box, detection.roll_deg)
+    crops, matrices, kept, missed = evaluate.frame_faces([face], model.metadata["framing"], OneFace())
+    assert kept == [face] and not missed
+    np.testing.assert_array_equal(crops[0], seen[0])
