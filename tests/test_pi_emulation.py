@@ -29,6 +29,13 @@ ASTRONAUT = REPO_DIR / "imgs" / "test_image.jpeg"
 MODELS = {kind: REPO_DIR / "models" / f"landmarks_{kind}.tflite" for kind in ("int8", "float32")}
 PI_CORES = [pi_emulation.PI4.qemu_cpu, pi_emulation.PI5.qemu_cpu]
 TOLERANCE_PX = 0.5
+# The int8 model's points through the whole of predict.py: OpenCV's area-averaging pre-shrink
+# rounds a few pixels one grey level apart on aarch64 and x86 (see the crops test below),
+# and the int8 model answers such a change by moving a point up to a pixel or two, on any
+# machine (docs/raspberry_pi.md). The parts are compared exactly in the tests that follow.
+# image_0004's crop differs in 7 pixels, which moves its 68 int8 points 0.20 px on average
+# and their confidences by up to 0.047.
+INT8_TOLERANCE_PX, INT8_MEAN_TOLERANCE_PX, INT8_TOLERANCE_CONFIDENCE = 1.0, 0.3, 0.1
 TOLERANCE_CONFIDENCE = 0.01  # face score and per-point confidence, in [0, 1]
 LFPW_PHOTOS = 4
 
@@ -69,7 +76,9 @@ def x86_records(pi_python, photos, tmp_path_factory):
     return records
 
 
-def assert_same_faces(emulated: list[dict], reference: list[dict], where: str) -> None:
+def assert_same_faces(emulated: list[dict], reference: list[dict], where: str,
+                      tolerance_px: float = TOLERANCE_PX, mean_tolerance_px: float | None = None,
+                      tolerance_confidence: float = TOLERANCE_CONFIDENCE) -> None:
     assert [r["image"] for r in emulated] == [r["image"] for r in reference], where
     for emu, ref in zip(emulated, reference):
         assert len(emu["faces"]) == len(ref["faces"]), f"{where}: {ref['image']}"
@@ -77,13 +86,16 @@ def assert_same_faces(emulated: list[dict], reference: list[dict], where: str) -
             np.testing.assert_allclose(emu_face["box"], ref_face["box"], rtol=0, atol=TOLERANCE_PX,
                                        err_msg=f"{where}: {ref['image']}")
             np.testing.assert_allclose(emu_face["landmarks"], ref_face["landmarks"], rtol=0,
-                                       atol=TOLERANCE_PX, err_msg=f"{where}: {ref['image']}")
+                                       atol=tolerance_px, err_msg=f"{where}: {ref['image']}")
+            if mean_tolerance_px is not None:
+                moved = np.linalg.norm(np.subtract(emu_face["landmarks"], ref_face["landmarks"]), axis=-1)
+                assert moved.mean() <= mean_tolerance_px, f"{where}: {ref['image']}: {moved.mean():.3f} px"
             for key in ("score", "landmark_confidence"):  # null for a model without confidences
                 if ref_face[key] is None:
                     assert emu_face[key] is None, f"{where}: {ref['image']} {key}"
                 else:
                     np.testing.assert_allclose(emu_face[key], ref_face[key], rtol=0,
-                                               atol=TOLERANCE_CONFIDENCE,
+                                               atol=tolerance_confidence,
                                                err_msg=f"{where}: {ref['image']} {key}")
 
 
@@ -105,13 +117,19 @@ def test_the_emulated_python_is_a_pi(pi):
 @pytest.mark.parametrize("qemu_cpu", PI_CORES)
 def test_predict_on_an_emulated_pi_gives_the_x86_landmarks(pi, photos, x86_records, kind, qemu_cpu,
                                                            tmp_path):
-    """The whole of predict.py, point for point. The Haar detector's boxes are whole pixels
-    on any machine, so both sides frame the faces identically (see the next test)."""
+    """The whole of predict.py, point for point. The Haar detector's boxes are the same on any
+    machine, so both sides frame the faces alike: float32 points agree within 0.5 px; int8
+    points within a pixel, 0.3 px on average, confidences within 0.1 (INT8_TOLERANCE_PX: the pre-shrink's rounding
+    of a few pixels; the two tests after the next check the crops and the model apart)."""
     reference = x86_records("haar", kind)
     assert sum(len(r["faces"]) for r in reference) >= len(photos)  # something to compare
     emulated = pi_emulation.predict_json(pi.command(qemu_cpu, []), photos, str(MODELS[kind]),
                                          tmp_path, env=pi.env(), options=("--detector", "haar"))
-    assert_same_faces(emulated, reference, f"{kind}, haar, on {qemu_cpu}")
+    if kind == "int8":
+        assert_same_faces(emulated, reference, f"{kind}, haar, on {qemu_cpu}",
+                          INT8_TOLERANCE_PX, INT8_MEAN_TOLERANCE_PX, INT8_TOLERANCE_CONFIDENCE)
+    else:
+        assert_same_faces(emulated, reference, f"{kind}, haar, on {qemu_cpu}")
 
 
 @pytest.mark.parametrize("qemu_cpu", PI_CORES)
@@ -127,6 +145,59 @@ def test_the_default_detector_on_an_emulated_pi_finds_the_x86_faces(pi, photos, 
     emulated = pi_emulation.predict_json(pi.command(qemu_cpu, []), photos, str(MODELS["float32"]),
                                          tmp_path, env=pi.env())
     assert_same_faces(emulated, reference, f"float32, {DEFAULT_DETECTOR}, on {qemu_cpu}")
+
+
+# Run on both machines: frame the Haar faces of the photos, and run the int8 model on the
+# crops given in an .npz (x86's), so that the model is compared on identical input.
+FRAME_AND_RUN = """
+import sys, numpy as np, dataset, geometry, predict
+from face_detector import make_detector
+photos, given, out = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
+model = predict.LandmarkModel("models/landmarks_int8.tflite")
+haar = make_detector("haar")
+crops = [geometry.frame_face_upright(image, d.training_box_xywh, model.image_dim, model.crop_margin,
+                                     model.crop_shift_y, d.roll_deg, grey_from_bgr=True)[0]
+         for image in map(dataset.read_image_bgr, photos) for d in haar.detect(image)]
+inputs = np.load(given)["crops"] if given != "-" else np.stack(crops)
+points = np.stack([model.run_with_confidence(geometry.gray_to_input(c))[0] for c in inputs])
+np.savez(out, crops=np.stack(crops), points=points)
+"""
+
+
+@pytest.fixture(scope="module")
+def x86_parts(pi_python, photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("parts") / "x86.npz"
+    subprocess.run([pi_python, "-c", FRAME_AND_RUN, ",".join(photos), "-", str(out)], cwd=REPO_DIR,
+                   check=True, capture_output=True, timeout=300)
+    return out
+
+
+@pytest.mark.parametrize("qemu_cpu", PI_CORES)
+def test_the_emulated_pi_frames_the_haar_faces_as_x86_up_to_rounding(pi, photos, x86_parts, qemu_cpu, tmp_path):
+    """The crops the emulated Pi feeds the model are x86's, except that OpenCV's area
+    averaging (INTER_AREA, float arithmetic with other vector instructions) rounds a few
+    pixels one grey level the other way: at most 1 level, in at most 0.1 % of the pixels."""
+    out = tmp_path / "arm.npz"
+    result = pi.run(qemu_cpu, ["-c", FRAME_AND_RUN, ",".join(photos), str(x86_parts), str(out)],
+                    capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    x86, arm = np.load(x86_parts)["crops"].astype(int), np.load(out)["crops"].astype(int)
+    assert x86.shape == arm.shape and len(x86) >= len(photos)
+    difference = np.abs(x86 - arm)
+    assert difference.max() <= 1
+    assert np.count_nonzero(difference) <= 0.001 * difference.size
+
+
+@pytest.mark.parametrize("qemu_cpu", PI_CORES)
+def test_the_int8_model_on_an_emulated_pi_gives_x86s_points_for_the_same_crops(pi, photos, x86_parts,
+                                                                               qemu_cpu, tmp_path):
+    """The model and its runtime alone (LiteRT's XNNPACK int8 kernels, NEON against AVX):
+    on x86's own crops the emulated Pi's points are x86's to within 0.001 px."""
+    out = tmp_path / "arm.npz"
+    result = pi.run(qemu_cpu, ["-c", FRAME_AND_RUN, ",".join(photos), str(x86_parts), str(out)],
+                    capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.load(out)["points"], np.load(x86_parts)["points"], rtol=0, atol=1e-3)
 
 
 def start_app_server(pi, qemu_cpu: str, log_path) -> tuple[subprocess.Popen, str]:
