@@ -88,7 +88,14 @@ def parse_args(argv=None) -> Config:
         else:
             parser.add_argument(flag, type=type(default), default=default,
                                 choices=CHOICES.get(field.name), help=HELP.get(field.name))
-    return Config(**vars(parser.parse_args(argv)))
+    config = Config(**vars(parser.parse_args(argv)))
+    if config.jaw_weight != 1.0 and config.loss != "wing":
+        parser.error(f"--jaw-weight {config.jaw_weight:g} needs --loss wing, not --loss {config.loss}")
+    if config.jaw_weight <= 0:
+        parser.error(f"--jaw-weight must be positive, got {config.jaw_weight:g}")
+    if not 0.0 <= config.distill_weight <= 1.0:
+        parser.error(f"--distill-weight must be in [0, 1], got {config.distill_weight:g}")
+    return config
 
 
 def prepare_data(config: Config):

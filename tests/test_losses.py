@@ -1,6 +1,7 @@
 """losses.py: the Wing loss and its jaw weighting against values worked out by hand."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -63,3 +64,18 @@ def test_jaw_weight_is_refused_where_it_would_be_ignored():
     with pytest.raises(ValueError, match="positive"):
         losses.coordinate_weights(0.0)
     assert Config().jaw_weight == 1.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--jaw-weight", "2"], "--jaw-weight 2 needs --loss wing, not --loss mse"),
+    (["--loss", "wing", "--jaw-weight", "0"], "--jaw-weight must be positive"),
+    (["--distill-weight", "1.5"], r"--distill-weight must be in \[0, 1\]"),
+])
+def test_train_refuses_loss_settings_that_cannot_work_when_parsing(argv, message, capsys):
+    import train
+
+    with pytest.raises(SystemExit) as stopped:
+        train.parse_args(argv)
+    assert stopped.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert train.parse_args(["--loss", "wing", "--jaw-weight", "2"]).jaw_weight == 2.0
