@@ -137,8 +137,8 @@ def test_a_training_run_learns_from_the_teachers_points(subset_dir, teacher_file
                 for images, _ in train_data.tf_dataset(4, repeat=True).take(2)]
     assert reported == pytest.approx(np.mean(per_step), rel=1e-3)
     # The annotations alone would give a very different loss: the teacher is untrained.
-    truth_loss = float(wing_loss(next(iter(train_data.tf_dataset(4, repeat=True)))[1],
-                                 student(next(iter(train_data.tf_dataset(4, repeat=True)))[0], training=True)))
+    first_images, first_truth = next(iter(train_data.tf_dataset(4, repeat=True)))
+    truth_loss = float(wing_loss(first_truth, student(first_images, training=True)))
     assert abs(truth_loss - reported) > 0.2 * reported
     assert summary["epochs_run"] == 1
 

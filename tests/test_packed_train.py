@@ -139,7 +139,7 @@ def test_a_run_with_a_teacher_trains_on_the_teachers_points(pack_path, tmp_path)
         reported = float(next(csv.DictReader(f))["loss"])
 
     pack = packed_train.load_pack(pack_path)
-    config = Config(**{**json.loads((tmp_path / "run" / "config.json").read_text())})
+    config = Config.from_json_file(tmp_path / "run" / "config.json")
     stream = packed_train.training_batches(pack_path, config, len(pack.train), 4, 1, 3)
     student = build_network("mobile", 128)
     student.load_weights(str(teacher_file))
