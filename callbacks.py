@@ -193,6 +193,15 @@ class KeepReplicasInStep(keras.callbacks.Callback):
             [w for w in self.model.non_trainable_weights if "float" in str(w.dtype)])
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """Adds ``learning_rate`` to each epoch's logs (so to history.csv): the rate the
+    optimizer's schedule gives at the epoch's end."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class PlotHistory(keras.callbacks.Callback):
     """Redraws the learning curves from the history CSV after every epoch."""
 

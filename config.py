@@ -70,6 +70,13 @@ class Config:
     epochs: int = 30
     lr: float = 0.00075
     lr_schedule: str = "constant"  # "constant" (seed) or "cosine"
+    # Linear warm-up of the learning rate, per step, from 1 % of lr over this many epochs
+    # (fractions allowed); 0: none (the seed). Fine-tunes need it: a restarted Adam at full
+    # rate knocks a converged model off its minimum before it settles again.
+    warmup_epochs: float = 0.0
+    # Validate and checkpoint a moving average of the weights with this momentum (Adam's
+    # use_ema; 0.99 averages over about the last 100 steps); 0: off (the seed).
+    ema: float = 0.0
     steps_per_epoch: int = 0  # 0: one pass over the training set
     seed: int = 42
     # --- devices (distribute.py) --------------------------------------------------------

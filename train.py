@@ -57,7 +57,11 @@ HELP = {
     "batch_size": "images per training step on each replica (GPU): a step trains on "
                   "batch-size x replicas images", "epochs": "number of epochs",
     "lr": "Adam learning rate, used as given whatever the number of replicas (not scaled)",
-    "lr_schedule": "constant or cosine (decay to 1%% by the last epoch)",
+    "lr_schedule": "constant or cosine (per step, down to 1%% of --lr by the last step)",
+    "warmup_epochs": "raise the learning rate linearly from 1%% of --lr over this many epochs "
+                     "(per step) before the schedule starts; use it to fine-tune",
+    "ema": "validate and save a moving average of the weights with this momentum "
+           "(e.g. 0.99; 0: off)",
     "steps_per_epoch": "cap an epoch at this many steps (0: one pass over the training set)",
     "seed": "random seed (data split, shuffling, augmentation, initial weights)",
     "checkpoint_dir": "where checkpoints, logs, history and plots are written",
@@ -95,7 +99,29 @@ def parse_args(argv=None) -> Config:
         parser.error(f"--jaw-weight must be positive, got {config.jaw_weight:g}")
     if not 0.0 <= config.distill_weight <= 1.0:
         parser.error(f"--distill-weight must be in [0, 1], got {config.distill_weight:g}")
+    if not 0.0 <= config.ema < 1.0:
+        parser.error(f"--ema must be in [0, 1), got {config.ema:g}")
+    if config.warmup_epochs < 0 or config.warmup_epochs >= config.epochs:
+        parser.error(f"--warmup-epochs must be at least 0 and less than --epochs "
+                     f"({config.epochs}), got {config.warmup_epochs:g}")
     return config
+
+
+def learning_rate(config: Config, steps_per_epoch: int):
+    """Adam's learning rate: ``config.lr`` as a number (constant, no warm-up, as the seed),
+    else a per-step Keras schedule: a linear warm-up from 1 % of ``lr`` over
+    ``warmup_epochs``, then ``lr`` held (constant) or a cosine down to 1 % of it at the
+    run's last step. It follows the optimizer's step count, which a resumed run restores."""
+    import keras
+
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    if config.lr_schedule == "constant" and not warmup_steps:
+        return config.lr
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.01 * config.lr if warmup_steps else config.lr,
+        decay_steps=max(config.epochs * steps_per_epoch - warmup_steps, 1),
+        alpha=0.01 if config.lr_schedule == "cosine" else 1.0,
+        warmup_target=config.lr if warmup_steps else None, warmup_steps=warmup_steps)
 
 
 def prepare_data(config: Config):
@@ -200,7 +226,9 @@ def train(config: Config, strategy=None) -> dict:
         loss = losses.make_loss(config.loss, config.image_dim, config.jaw_weight)
         if teacher is not None:
             loss = losses.DistillationLoss(loss, config.distill_weight)
-        model.compile(optimizer=keras.optimizers.Adam(config.lr), loss=loss,
+        optimizer = keras.optimizers.Adam(learning_rate(config, steps), use_ema=config.ema > 0,
+                                          ema_momentum=config.ema or 0.99)
+        model.compile(optimizer=optimizer, loss=loss,
                       metrics=[losses.nme],
                       # Without --jit, Keras' own choice ("auto": XLA on one GPU) stands,
                       # except over several replicas, where XLA cannot compile the step.
@@ -222,16 +250,18 @@ def train(config: Config, strategy=None) -> dict:
         callbacks.BackupAndRestore(str(backup_dir), save_freq=min(50, steps),
                                    double_checkpoint=True),
     ] if chief else []
+    if config.ema:
+        # After the backup (raw weights) and before the best checkpoint: validation and every
+        # checkpoint from here on see the averaged weights, and the run ends holding them.
+        fit_callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     fit_callbacks += [callbacks.StopOnNonFiniteValidation(), callbacks.KeepReplicasInStep(), best]
     if chief:
         fit_callbacks += [
+            callbacks.LogLearningRate(),  # before the CSV logger, which writes what it adds
             keras.callbacks.CSVLogger(str(history_csv), append=first_epoch > 0),
             keras.callbacks.TensorBoard(log_dir=str(checkpoint_dir / "logs"), write_graph=False),
             callbacks.PlotHistory(history_csv, checkpoint_dir / "history.png"),
         ]
-    if config.lr_schedule == "cosine":
-        fit_callbacks.append(keras.callbacks.LearningRateScheduler(
-            lambda epoch: config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs)))))
 
     # Each worker reads and warps only its own share of the training faces. Validation
     # batches are split over the replicas, and Keras sums the metrics' totals and counts

@@ -269,7 +269,8 @@ def write_labels_xml(faces, path: Path) -> Path:
 def train_command(data_dir, checkpoint_dir):
     return [sys.executable, "train.py", "--data-dir", str(data_dir), "--split", "xml",
             "--arch", "mobile", "--epochs", "3", "--steps-per-epoch", "60", "--batch-size", "4",
-            "--val-fraction", "0.1", "--checkpoint-dir", str(checkpoint_dir), "--no-download"]
+            "--val-fraction", "0.1", "--lr-schedule", "cosine", "--warmup-epochs", "1",
+            "--checkpoint-dir", str(checkpoint_dir), "--no-download"]
 
 
 def backup_epoch(backup_dir: Path):
@@ -323,8 +324,14 @@ def test_killed_run_keeps_its_best_checkpoint_and_resumes_to_the_end(train_faces
     assert "resuming" in second.stdout, second.stdout[-3000:]
     assert (checkpoint_dir / callbacks.FINAL_FULL).is_file()
     load_full(checkpoint_dir / callbacks.FINAL_FULL)
-    assert [int(r["epoch"]) for r in read_history(checkpoint_dir / "history.csv")] == [0, 1, 2]
+    rows = read_history(checkpoint_dir / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert not (checkpoint_dir / "backup").exists()
+    # The schedule follows the optimizer's step count, which the backup restores: warmed up
+    # to the full rate after epoch 0, and down to 1 % of it by the end. (A count restarted
+    # at 0 would end halfway down the cosine.)
+    assert float(rows[0]["learning_rate"]) == pytest.approx(0.00075, rel=1e-5)
+    assert float(rows[2]["learning_rate"]) == pytest.approx(0.0000075, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------
