@@ -4,6 +4,13 @@
     python evaluate.py --data-dir DIR --split test --model checkpoints/best_model_full.h5 --json out.json --plot ced.png
     python evaluate.py --data-dir DIR --model M --detector blazeface   # boxes from a face detector
     python evaluate.py --data-dir DIR --split train --fit-detector blazeface-short
+    python evaluate.py --data-dir DIR --split validation --model A.weights.h5 --compare B.weights.h5
+
+``--split validation`` scores the training images train.py held out (``--seed``,
+``--val-fraction``), the faces that choose between models; ``--compare`` scores more models
+on the same faces and gives each one's per-face NME difference from ``--model``, with its
+standard error and a bootstrap 95 % interval, so that a choice rests on more than the noise
+of a hundred faces.
 
 The metrics are pure NumPy functions over arrays of faces (as in HRNet's evaluation code).
 """
@@ -160,8 +167,13 @@ def load_landmark_model(path) -> KerasLandmarks | TFLiteLandmarks:
 # Faces, boxes and predictions
 # ---------------------------------------------------------------------------------------
 
-def evaluation_faces(data_dir, split: str = "test", split_mode: str = "standard") -> list:
-    """The faces to score, each tagged with its subset (common / challenging / train).
+def evaluation_faces(data_dir, split: str = "test", split_mode: str = "standard",
+                     seed: int = 42, val_fraction: float = 0.05) -> list:
+    """The faces to score, each tagged with its subset (common / challenging / train /
+    validation).
+
+    ``split="validation"``: the training images that train.py holds out with the same
+    ``split_mode``, ``seed`` and ``val_fraction`` (dataset.split_by_image).
 
     A dataset folder (dlib's archive, or a folder of .pts files) is split the standard 300-W
     way by path, as train.py does (``split_mode="standard"``): ``test`` scores the Common
@@ -174,6 +186,16 @@ def evaluation_faces(data_dir, split: str = "test", split_mode: str = "standard"
     import dataset
 
     data_dir = Path(data_dir)
+    if split == "validation":
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"--val-fraction must be between 0 and 1, got {val_fraction:g}")
+        if not dataset.has_dataset(data_dir):
+            raise FileNotFoundError(f"{data_dir}: no dataset there (XML files or .pts folders)")
+        train_part = dataset.load_faces(data_dir, "train", split_mode)
+        if not train_part:
+            raise FileNotFoundError(f"{data_dir}: no training faces to hold validation faces out of")
+        held = dataset.split_by_image(train_part, val_fraction, seed)[1]
+        return [dataset.replace(face, subset="validation") for face in held]
     if data_dir.is_file() and data_dir.suffix == ".xml":
         faces, root, tag_default = dataset.parse_dlib_xml(data_dir), data_dir.parent, split
     elif split_mode == "standard" and is_archive_root(data_dir):
@@ -305,6 +327,40 @@ def evaluate(runner, faces, detector=None, flip_average: bool = False) -> dict:
     return report
 
 
+def paired_difference(reference: np.ndarray, other: np.ndarray, draws: int = 10000,
+                      seed: int = 0) -> dict:
+    """How ``other`` differs from ``reference``, face by face (two arrays of per-face NME
+    on the same faces, in order): the mean difference (negative: ``other`` is better), its
+    standard error, a percentile bootstrap 95 % interval over the faces, the faces each
+    does better on, and a verdict: ``better``/``worse`` when the interval excludes 0, else
+    ``within noise``."""
+    reference, other = np.asarray(reference, np.float64), np.asarray(other, np.float64)
+    if reference.shape != other.shape or reference.ndim != 1 or len(reference) < 2:
+        raise ValueError(f"need two per-face NME arrays of the same faces (at least 2), got "
+                         f"shapes {reference.shape} and {other.shape}")
+    diff = other - reference
+    means = diff[np.random.default_rng(seed).integers(0, len(diff), (draws, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "stderr": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+            "ci95": [float(low), float(high)], "better_faces": int((diff < 0).sum()),
+            "worse_faces": int((diff > 0).sum()),
+            "verdict": "better" if high < 0 else "worse" if low > 0 else "within noise"}
+
+
+def format_comparison(reference_name: str, reference_nme: float, rows: list) -> str:
+    """Rows of (model, its NME, paired_difference against the reference)."""
+    lines = [f"{'model':<44}{'NME io%':>8}{'diff':>8}{'stderr':>8}{'95% interval':>18}"
+             f"{'faces +/-':>11}  verdict",
+             f"{reference_name[-44:]:<44}{100 * reference_nme:>8.3f}{'(reference)':>12}"]
+    for name, value, d in rows:
+        interval = f"[{100 * d['ci95'][0]:+.3f}, {100 * d['ci95'][1]:+.3f}]"
+        lines.append(f"{name[-44:]:<44}{100 * value:>8.3f}{100 * d['mean']:>+8.3f}{100 * d['stderr']:>8.3f}"
+                     f"{interval:>18}{d['better_faces']:>5} /{d['worse_faces']:>4}  {d['verdict']}")
+    lines.append("diff: mean per-face NME minus the reference's (negative: better), in points of "
+                 "% io; interval: bootstrap over the faces; faces +/-: better / worse than the reference")
+    return "\n".join(lines)
+
+
 def face_score_check(runner, faces, shift: float = 0.7) -> dict:
     """How the model's face score (predict.face_score) falls on the faces, framed by their
     boxes, and on crops without a whole face: the same boxes moved sideways by `shift` of
@@ -432,12 +488,18 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", required=True,
                         help="dlib XML layout (DIR/labels_ibug_300W_<split>.xml), an XML file, or a .pts folder")
     parser.add_argument("--split", default="test",
-                        help="test (Common + Challenging), common, challenging or train; with "
+                        help="test (Common + Challenging), common, challenging, train, or validation "
+                        "(the training images train.py holds out: --seed, --val-fraction); with "
                         "--split-mode xml: which labels_ibug_300W_<split>.xml")
+    parser.add_argument("--seed", type=int, default=42, help="--split validation: train.py's --seed")
+    parser.add_argument("--val-fraction", type=float, default=0.05,
+                        help="--split validation: train.py's --val-fraction")
     parser.add_argument("--split-mode", choices=("standard", "xml"), default="standard",
                         help="standard: the 300-W parts by path, as train.py splits (default); "
                         "xml: dlib's XML file as listed (its test file is mostly training images)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help=".h5, .weights.h5 or .tflite")
+    parser.add_argument("--compare", nargs="+", metavar="MODEL", default=[],
+                        help="also score these models on the same faces, each against --model face by face")
     parser.add_argument("--detector", choices=sorted(DETECTORS), help="use a detector's boxes, not the dataset's")
     parser.add_argument("--flip-average", action="store_true", help="test-time flip averaging")
     parser.add_argument("--face-scores", action="store_true",
@@ -449,7 +511,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        faces = evaluation_faces(args.data_dir, args.split, args.split_mode)
+        faces = evaluation_faces(args.data_dir, args.split, args.split_mode, args.seed, args.val_fraction)
         if args.fit_detector:
             print(json.dumps(fit_detector_boxes(make_detector(args.fit_detector), faces), indent=1))
             return 0
@@ -458,6 +520,14 @@ def main(argv=None) -> int:
         report = evaluate(runner, faces, detector, args.flip_average)
         if args.face_scores:
             report["face_scores"] = face_score_check(runner, faces)
+        compared = []
+        for other_path in args.compare:
+            other = evaluate(load_landmark_model(other_path), faces, detector, args.flip_average)
+            if other["missed"] or report["missed"]:
+                raise ValueError(f"--compare needs every face scored by both models; with "
+                                 f"--detector {args.detector} some were missed")
+            compared.append((other_path, other["nme_ion"],
+                             paired_difference(report["_errors"], other["_errors"])))
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -469,6 +539,9 @@ def main(argv=None) -> int:
     print(format_report(report))
     if "face_scores" in report:
         print(format_face_scores(report["face_scores"]))
+    if compared:
+        report["compared"] = [{"model": name, "nme_ion": value, "difference": d} for name, value, d in compared]
+        print(format_comparison(str(args.model), report["nme_ion"], compared))
     if args.json:
         Path(args.json).write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1))
     if args.plot:

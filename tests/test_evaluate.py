@@ -250,3 +250,58 @@ def test_a_detected_rolled_face_is_framed_exactly_as_predict_py_frames_it(train_
     crops, matrices, kept, missed = evaluate.frame_faces([face], model.metadata["framing"], OneFace())
     assert kept == [face] and not missed
     np.testing.assert_array_equal(crops[0], seen[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Choosing between models: the validation faces, compared face by face
+# ---------------------------------------------------------------------------------------
+
+
+def test_paired_difference_by_hand():
+    reference = np.array([0.03, 0.04, 0.05, 0.06])
+    other = np.array([0.02, 0.04, 0.03, 0.05])  # differences -0.01, 0, -0.02, -0.01
+    d = evaluate.paired_difference(reference, other)
+    assert d["mean"] == pytest.approx(-0.01)
+    assert d["stderr"] == pytest.approx(np.std([-0.01, 0, -0.02, -0.01], ddof=1) / 2)
+    assert d["better_faces"] == 3 and d["worse_faces"] == 0
+    # Every resampled mean lies between the smallest and largest difference; none is above 0.
+    assert -0.02 - 1e-12 <= d["ci95"][0] <= d["ci95"][1] <= 1e-12
+    # Only a draw of four zeros (1 in 256) reaches 0: the interval's upper end is below it.
+    assert d["ci95"][1] < 0 and d["verdict"] == "better"
+    assert evaluate.paired_difference(reference, reference - 0.001)["verdict"] == "better"
+    assert evaluate.paired_difference(reference, reference + 0.001)["verdict"] == "worse"
+    mixed = evaluate.paired_difference(reference, reference + np.array([0.01, -0.01, 0.01, -0.01]))
+    assert mixed["mean"] == pytest.approx(0) and mixed["verdict"] == "within noise"
+    assert mixed["ci95"][0] < 0 < mixed["ci95"][1]
+    with pytest.raises(ValueError, match="same faces"):
+        evaluate.paired_difference(reference, other[:3])
+
+
+def test_the_validation_split_is_the_faces_train_py_holds_out(subset_dir):
+    import train
+
+    config = train.parse_args(["--data-dir", str(subset_dir), "--seed", "7", "--val-fraction", "0.08"])
+    _, want = train.prepare_data(config)
+    got = evaluate.evaluation_faces(subset_dir, "validation", "standard", seed=7, val_fraction=0.08)
+    assert [(f.image_path, tuple(f.box_xywh)) for f in got] == \
+        [(f.image_path, tuple(f.box_xywh)) for f in want.faces]
+    assert {f.subset for f in got} == {"validation"}
+    with pytest.raises(ValueError, match="--val-fraction must be between 0 and 1"):
+        evaluate.evaluation_faces(subset_dir, "validation", val_fraction=0)
+
+
+def test_compare_scores_models_on_the_same_validation_faces(subset_dir, shipped_int8, tmp_path):
+    float32 = shipped_int8.with_name("landmarks_float32.tflite")
+    result = run_evaluate("--data-dir", str(subset_dir), "--split", "validation", "--model", str(float32),
+                          "--compare", str(shipped_int8), str(float32), "--json", str(tmp_path / "c.json"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["count"] == 101 and set(report["subsets"]) == {"validation"}
+    int8, same = report["compared"]
+    assert int8["model"] == str(shipped_int8)
+    # The mean of the per-face differences is the difference of the means.
+    assert int8["difference"]["mean"] == pytest.approx(int8["nme_ion"] - report["nme_ion"], abs=1e-9)
+    assert int8["difference"]["better_faces"] + int8["difference"]["worse_faces"] > 90
+    assert same["difference"] == {"mean": 0.0, "stderr": 0.0, "ci95": [0.0, 0.0], "better_faces": 0,
+                                  "worse_faces": 0, "verdict": "within noise"}
+    assert "within noise" in result.stdout and "(reference)" in result.stdout
