@@ -305,3 +305,18 @@ def test_compare_scores_models_on_the_same_validation_faces(subset_dir, shipped_
     assert same["difference"] == {"mean": 0.0, "stderr": 0.0, "ci95": [0.0, 0.0], "better_faces": 0,
                                   "worse_faces": 0, "verdict": "within noise"}
     assert "within noise" in result.stdout and "(reference)" in result.stdout
+
+
+def test_compare_with_detector_boxes_pairs_the_faces_the_detector_found(subset_dir, shipped_int8, tmp_path):
+    """A detector's boxes do not depend on the model, so both models score the same faces,
+    and the ones it missed are left out of both."""
+    float32 = shipped_int8.with_name("landmarks_float32.tflite")
+    result = run_evaluate("--data-dir", str(subset_dir), "--split", "validation", "--model", str(shipped_int8),
+                          "--detector", "haar", "--compare", str(float32), "--json", str(tmp_path / "c.json"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["missed"] > 0 and report["count"] + report["missed"] == 101
+    (other,) = report["compared"]
+    d = other["difference"]
+    assert d["mean"] == pytest.approx(other["nme_ion"] - report["nme_ion"], abs=1e-9)
+    assert d["better_faces"] + d["worse_faces"] <= report["count"]
