@@ -167,7 +167,7 @@ def track_clip(clip: SyntheticClip, model, detector, options: tracking.TrackerOp
             shown[index], raw[index] = faces[0].landmarks_px, faces[0].raw_landmarks_px
             # The face size the track's filter scales speed by (the box of its raw points).
             raw_points = faces[0].raw_landmarks_px
-            sides[index] = tracking.box_from_landmarks_upright(
+            sides[index] = geometry.box_from_landmarks_upright(
                 raw_points, geometry.roll_from_landmarks(raw_points))[2]
             starts[index] = faces[0].frames_tracked == 1
     return {"shown": shown, "raw": raw, "sides": sides, "truths": truths, "ids": ids, "starts": starts,

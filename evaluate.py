@@ -259,61 +259,103 @@ def match_detection(detections, face, min_iou: float = 0.3):
     return best[1] if best[0] >= min_iou else None
 
 
+def face_boxes(faces, detector=None):
+    """((face, box, roll) for each face to score, faces the detector missed): the dataset's
+    box, upright; or, with a detector (run on the colour photo), the training-convention box
+    of the detection matched to the annotated face, and the detection's roll."""
+    import dataset
+
+    if detector is None:
+        return [(face, face.box_xywh, 0.0) for face in faces], []
+    framed, missed = [], []
+    for image_path, image_faces in by_image(faces).items():
+        detected = detector.detect(dataset.read_image_bgr(image_path))
+        for face in image_faces:
+            detection = match_detection(detected, face)
+            if detection is None:
+                missed.append(face)
+            else:
+                framed.append((face, detection.training_box_xywh, detection.roll_deg))
+    return framed, missed
+
+
+def by_image(faces) -> dict:
+    """The faces grouped by photo, in order of first appearance."""
+    groups: dict[str, list] = {}
+    for face in faces:
+        groups.setdefault(face.image_path, []).append(face)
+    return groups
+
+
+def crop_boxes(framed, framing: dict):
+    """(crops [N, D, D, 1] in [-1, 1], source->crop matrices) for each (face, box, roll),
+    in order, framed as predict.py frames a face (geometry.frame_face_upright); each photo
+    is read once."""
+    import dataset
+
+    dim = int(framing["image_dim"])
+    crops, matrices = [None] * len(framed), [None] * len(framed)
+    indices: dict[str, list] = {}
+    for index, (face, _, _) in enumerate(framed):
+        indices.setdefault(face.image_path, []).append(index)
+    for image_path, members in indices.items():
+        image = dataset.read_image(image_path)
+        for index in members:
+            _, box, roll_deg = framed[index]
+            crop, matrices[index] = geometry.frame_face_upright(
+                image, box, dim, float(framing["crop_margin"]), float(framing["crop_shift_y"]), roll_deg)
+            crops[index] = geometry.gray_to_input(crop)
+    crops = np.stack(crops) if crops else np.zeros((0, dim, dim, 1), np.float32)
+    return crops, matrices
+
+
 def frame_faces(faces, framing: dict, detector=None):
     """Each face's evaluation crop, as predict.py frames it: (crops [N, D, D, 1] in [-1, 1],
-    source->crop matrices, kept faces, faces the detector missed). Each photo is read once.
+    source->crop matrices, kept faces, faces the detector missed).
 
     With a detector (run on the colour photo), its box matched to the annotated face
     replaces the dataset's, and the crop is turned upright by the detection's roll.
     """
-    import dataset
-
-    dim = int(framing["image_dim"])
-    crops, matrices, kept, missed = [], [], [], []
-    by_image: dict[str, list] = {}
-    for face in faces:
-        by_image.setdefault(face.image_path, []).append(face)
-    for image_path, image_faces in by_image.items():
-        image = dataset.read_image(image_path)
-        detected = detector.detect(dataset.read_image_bgr(image_path)) if detector else None
-        for face in image_faces:
-            box, roll_deg = face.box_xywh, 0.0
-            if detector is not None:
-                detection = match_detection(detected, face)
-                if detection is None:
-                    missed.append(face)
-                    continue
-                box, roll_deg = detection.training_box_xywh, detection.roll_deg
-            crop, matrix = geometry.frame_face_upright(image, box, dim, float(framing["crop_margin"]),
-                                                       float(framing["crop_shift_y"]), roll_deg)
-            crops.append(geometry.gray_to_input(crop))
-            matrices.append(matrix)
-            kept.append(face)
-    crops = np.stack(crops) if crops else np.zeros((0, dim, dim, 1), np.float32)
-    return crops, matrices, kept, missed
+    framed, missed = face_boxes(faces, detector)
+    crops, matrices = crop_boxes(framed, framing)
+    return crops, matrices, [face for face, _, _ in framed], missed
 
 
-def predict_faces(runner, faces, detector=None, flip_average: bool = False):
-    """(predictions [N, 68, 2], truths [N, 68, 2], kept faces, missed faces) in image pixels."""
+def predict_framed(runner, framed, flip_average: bool = False) -> np.ndarray:
+    """Points [N, 68, 2] in photo pixels for each (face, box, roll)."""
     dim = int(runner.framing["image_dim"])
-    crops, matrices, kept, missed = frame_faces(faces, runner.framing, detector)
-    if not kept:
-        return np.zeros((0, 68, 2)), np.zeros((0, 68, 2)), kept, missed
+    crops, matrices = crop_boxes(framed, runner.framing)
     points = geometry.norm_to_px(runner.predict_crops(crops), dim)
     if flip_average:
         mirrored = geometry.norm_to_px(runner.predict_crops(crops[:, :, ::-1].copy()), dim)
         points = (points + geometry.unmirror_landmarks(mirrored, dim)) / 2
-    preds = np.stack([geometry.transform_points(p, geometry.invert(m))
-                      for p, m in zip(points, matrices)])
+    return np.stack([geometry.transform_points(p, geometry.invert(m)) for p, m in zip(points, matrices)])
+
+
+def predict_faces(runner, faces, detector=None, flip_average: bool = False, refine: bool = False):
+    """(predictions [N, 68, 2], truths [N, 68, 2], kept faces, missed faces) in image pixels.
+
+    ``refine``: a second pass framed by the box of the first pass's points (at the same
+    roll, geometry.box_from_landmarks_upright), and the mean of the two passes, as
+    predict.py --refine does."""
+    framed, missed = face_boxes(faces, detector)
+    kept = [face for face, _, _ in framed]
+    if not kept:
+        return np.zeros((0, 68, 2)), np.zeros((0, 68, 2)), kept, missed
+    preds = predict_framed(runner, framed, flip_average)
+    if refine:
+        second = [(face, geometry.box_from_landmarks_upright(points, roll), roll)
+                  for (face, _, roll), points in zip(framed, preds)]
+        preds = (preds + predict_framed(runner, second, flip_average)) / 2
     truths = np.stack([f.landmarks_px for f in kept]).astype(np.float64)
     return preds, truths, kept, missed
 
 
-def evaluate(runner, faces, detector=None, flip_average: bool = False) -> dict:
-    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average)
+def evaluate(runner, faces, detector=None, flip_average: bool = False, refine: bool = False) -> dict:
+    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average, refine)
     subsets = sorted({f.subset for f in kept})
     report = {"boxes": detector.name if detector else "dataset", "faces": len(faces),
-              "missed": len(missed), "flip_average": flip_average, "subsets": {}}
+              "missed": len(missed), "flip_average": flip_average, "refine": refine, "subsets": {}}
     for subset in subsets:
         mask = np.array([f.subset == subset for f in kept])
         report["subsets"][subset] = summarize(preds[mask], truths[mask])
@@ -446,7 +488,8 @@ def fit_detector_boxes(detector, faces) -> dict:
 def format_report(report: dict) -> str:
     lines = [f"boxes: {report['boxes']}; faces: {report['faces']}"
              + (f", detector missed {report['missed']}" if report["boxes"] != "dataset" else "")
-             + ("; flip averaging" if report["flip_average"] else ""),
+             + ("; flip averaging" if report["flip_average"] else "")
+             + ("; refined (a second pass framed by the first's points)" if report.get("refine") else ""),
              f"{'subset':<12}{'count':>6}{'NME io%':>9}{'NME ip%':>9}{'FR@.08':>8}{'FR@.10':>8}"
              f"{'AUC@.08':>9}  " + " ".join(f"{r:>6}" for r in REGIONS)]
     for name, s in report["subsets"].items():
@@ -502,6 +545,8 @@ def main(argv=None) -> int:
                         help="also score these models on the same faces, each against --model face by face")
     parser.add_argument("--detector", choices=sorted(DETECTORS), help="use a detector's boxes, not the dataset's")
     parser.add_argument("--flip-average", action="store_true", help="test-time flip averaging")
+    parser.add_argument("--refine", action="store_true",
+                        help="a second pass framed by the first pass's points, averaged with it (predict.py --refine)")
     parser.add_argument("--face-scores", action="store_true",
                         help="also report the face score on the faces and on boxes moved off them")
     parser.add_argument("--json", help="write the figures as JSON here")
@@ -517,12 +562,12 @@ def main(argv=None) -> int:
             return 0
         runner = load_landmark_model(args.model)
         detector = make_detector(args.detector) if args.detector else None
-        report = evaluate(runner, faces, detector, args.flip_average)
+        report = evaluate(runner, faces, detector, args.flip_average, args.refine)
         if args.face_scores:
             report["face_scores"] = face_score_check(runner, faces)
         compared = []
         for other_path in args.compare:
-            other = evaluate(load_landmark_model(other_path), faces, detector, args.flip_average)
+            other = evaluate(load_landmark_model(other_path), faces, detector, args.flip_average, args.refine)
             # A detector's boxes do not depend on the model: both score the same faces.
             if other["missed"] != report["missed"]:
                 raise ValueError(f"{other_path}: scored {other['count']} faces, {args.model} "

@@ -222,6 +222,22 @@ def box_from_landmarks(landmarks_px: np.ndarray):
     return (cx - side / 2.0 + 0.5, cy - side / 2.0 + 0.5, side, side)
 
 
+def box_from_landmarks_upright(landmarks_px: np.ndarray, roll_deg: float) -> tuple:
+    """The training-convention box (x, y, w, h) of a face rolled by ``roll_deg``: the
+    points are turned upright about their mean, boxed by geometry.box_from_landmarks, and
+    the box centre is turned back. ``landmarks_px``: [68, 2]."""
+    points = np.asarray(landmarks_px, dtype=np.float64)
+    pivot = points.mean(axis=0)
+    theta = math.radians(roll_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    to_upright = np.array([[cos, sin], [-sin, cos]])  # screen-counter-clockwise by roll (y down)
+    upright = (points - pivot) @ to_upright.T + pivot
+    x, y, w, h = box_from_landmarks(upright)
+    centre_upright = np.array([x + w / 2, y + h / 2])
+    cx, cy = (centre_upright - pivot) @ to_upright + pivot  # the inverse rotation
+    return (cx - w / 2, cy - h / 2, w, h)
+
+
 BOX_FROM_LANDMARKS_SCALE = 0.966
 BOX_FROM_LANDMARKS_SHIFT_Y = -0.093
 

@@ -151,7 +151,8 @@ class LandmarkModel:
     ``predict(image, boxes)`` is thread-safe: each thread gets its own interpreter.
     """
 
-    def __init__(self, model_path=DEFAULT_MODEL, threads: int = 1, flip_average: bool = False):
+    def __init__(self, model_path=DEFAULT_MODEL, threads: int = 1, flip_average: bool = False,
+                 refine: bool = False):
         self.path = Path(model_path)
         if not self.path.is_file():
             hint = (" (train and export one: python train.py, then python export_tflite.py)"
@@ -171,6 +172,7 @@ class LandmarkModel:
             raise InputError(f"{meta_file}: malformed metadata ({type(err).__name__}: {err})") from None
         self.threads = threads
         self.flip_average = flip_average
+        self.refine = refine
         self._local = threading.local()
         self._check(self._interpreter())
 
@@ -237,7 +239,27 @@ class LandmarkModel:
     def predict_face(self, image: np.ndarray, box_xywh, roll_deg: float = 0.0) -> "FacePrediction":
         """One face: its box (training convention, photo pixels) and, optionally, the roll of
         the face in the photo (degrees, geometry.roll_from_eyes), undone before cropping so the
-        model sees an upright face. Points are mapped back to the photo."""
+        model sees an upright face. Points are mapped back to the photo.
+
+        With ``refine``, a second pass is framed by the box of the first pass's points (at the
+        same roll) and the two are averaged: a detector's box frames a face less consistently
+        than its own points do (model card: -0.15 NME points on validation, twice the time)."""
+        points, confidence = self._predict_framed(image, box_xywh, roll_deg)
+        if self.refine:
+            second_box = geometry.box_from_landmarks_upright(points, roll_deg)
+            second, second_conf = self._predict_framed(image, second_box, roll_deg)
+            points = (points + second) / 2
+            if confidence is not None:
+                confidence = (confidence + second_conf) / 2
+        return FacePrediction(
+            box_xywh=tuple(float(v) for v in box_xywh),
+            landmarks_px=points,
+            landmark_confidence=confidence,
+            score=face_score(confidence),
+            roll_deg=float(roll_deg))
+
+    def _predict_framed(self, image: np.ndarray, box_xywh, roll_deg: float):
+        """(68 x 2 points in photo pixels, 68 confidences or None) from one framing of a face."""
         # A colour photo is converted to grey only around this face (the same pixels).
         crop, matrix = geometry.frame_face_upright(image, box_xywh, self.image_dim, self.crop_margin,
                                                    self.crop_shift_y, roll_deg, grey_from_bgr=image.ndim == 3)
@@ -247,12 +269,7 @@ class LandmarkModel:
             points = (points + geometry.unmirror_landmarks(mirrored, self.image_dim)) / 2
             if confidence is not None:
                 confidence = (confidence + mirrored_conf[geometry.FLIP_PERMUTATION_68]) / 2
-        return FacePrediction(
-            box_xywh=tuple(float(v) for v in box_xywh),
-            landmarks_px=geometry.transform_points(points, geometry.invert(matrix)),
-            landmark_confidence=confidence,
-            score=face_score(confidence),
-            roll_deg=float(roll_deg))
+        return geometry.transform_points(points, geometry.invert(matrix)), confidence
 
     def checked_output(self, output_norm: np.ndarray, confidence: np.ndarray | None = None):
         """The model's [136] points in crop coordinates and its [68] confidences (or None),
@@ -565,6 +582,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=positive_int, default=1, help="TFLite interpreter threads")
     parser.add_argument("--flip-average", action="store_true",
                         help="average with the mirrored face's prediction (2x time, a bit more accurate)")
+    parser.add_argument("--refine", action="store_true",
+                        help="a second pass framed by the first pass's points, averaged with it (2x time, "
+                        "more accurate on photos; in video the tracker already frames by the last points)")
     parser.add_argument("--video", help="a video file or a camera index (0, 1, ...)")
     parser.add_argument("--max-frames", type=int, default=0, help="stop video after this many frames")
     parser.add_argument("--focal-px", type=float, help="camera focal length in pixels, for the head "
@@ -578,7 +598,8 @@ def main(argv=None) -> int:
         parser.error("give image files (or --video SOURCE)")
 
     try:
-        model = LandmarkModel(args.model, threads=args.threads, flip_average=args.flip_average)
+        model = LandmarkModel(args.model, threads=args.threads, flip_average=args.flip_average,
+                              refine=args.refine)
         detector = make_detector(args.detector)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

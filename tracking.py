@@ -74,22 +74,6 @@ class OneEuroFilter:
 box_iou = geometry.box_iou
 
 
-def box_from_landmarks_upright(landmarks_px: np.ndarray, roll_deg: float) -> tuple:
-    """The training-convention box (x, y, w, h) of a face rolled by ``roll_deg``: the
-    points are turned upright about their mean, boxed by geometry.box_from_landmarks, and
-    the box centre is turned back. ``landmarks_px``: [68, 2]."""
-    points = np.asarray(landmarks_px, dtype=np.float64)
-    pivot = points.mean(axis=0)
-    theta = math.radians(roll_deg)
-    cos, sin = math.cos(theta), math.sin(theta)
-    to_upright = np.array([[cos, sin], [-sin, cos]])  # screen-counter-clockwise by roll (y down)
-    upright = (points - pivot) @ to_upright.T + pivot
-    x, y, w, h = geometry.box_from_landmarks(upright)
-    centre_upright = np.array([x + w / 2, y + h / 2])
-    cx, cy = (centre_upright - pivot) @ to_upright + pivot  # the inverse rotation
-    return (cx - w / 2, cy - h / 2, w, h)
-
-
 def inside_fraction(landmarks_px: np.ndarray, width: int, height: int) -> float:
     """Fraction of the points inside a width x height picture. ``landmarks_px``: [N, 2]."""
     points = np.asarray(landmarks_px)
@@ -114,7 +98,7 @@ def face_score(prediction, box_xywh, roll_deg: float) -> float:
     """
     if prediction.score is not None:
         return float(prediction.score)
-    return box_iou(box_from_landmarks_upright(prediction.landmarks_px, roll_deg), box_xywh)
+    return box_iou(geometry.box_from_landmarks_upright(prediction.landmarks_px, roll_deg), box_xywh)
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,7 +152,7 @@ class _Track:
         raw = np.asarray(prediction.landmarks_px, dtype=np.float64)
         # The next frame's crop, from the raw points: smoothing would only add lag there.
         self.next_roll_deg = geometry.roll_from_landmarks(raw)
-        self.next_box_xywh = box_from_landmarks_upright(raw, self.next_roll_deg)
+        self.next_box_xywh = geometry.box_from_landmarks_upright(raw, self.next_roll_deg)
         shown = self.smoother(raw, timestamp_s, 1.0 / self.next_box_xywh[2]) if smoothing else raw
         self.frames_tracked += 1
         self.face = TrackedFace(self.track_id, tuple(float(v) for v in box_xywh), shown, raw, score,
@@ -249,7 +233,7 @@ class FaceTracker:
             roll = geometry.roll_from_landmarks(first.landmarks_px)
             same = [old for old in lost if box_iou(box, old.next_box_xywh) > self.options.match_iou]
             track = _Track(same[0].track_id if same else self.next_id, self.options)
-            if not self._follow(track, image_grey, box_from_landmarks_upright(first.landmarks_px, roll),
+            if not self._follow(track, image_grey, geometry.box_from_landmarks_upright(first.landmarks_px, roll),
                                 roll, timestamp_s):
                 continue
             if any(box_iou(track.next_box_xywh, other.next_box_xywh) > self.options.match_iou

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import evaluate
+import geometry
 from conftest import REPO_DIR
 
 
@@ -146,7 +147,6 @@ class ConstantRunner:
 
 
 def mirror_norm(points_norm):
-    import geometry
 
     mirrored = np.asarray(points_norm, dtype=np.float64).copy()
     mirrored[:, 0] = -mirrored[:, 0]
@@ -173,7 +173,6 @@ def test_flip_averaging_averages_with_the_mirrored_prediction(train_faces):
 
 def test_predictions_are_mapped_back_to_photo_pixels(train_faces):
     """A runner answering the true crop coordinates scores zero error in photo pixels."""
-    import geometry
 
     face = train_faces[5]
     framing = ConstantRunner.framing
@@ -320,3 +319,41 @@ def test_compare_with_detector_boxes_pairs_the_faces_the_detector_found(subset_d
     d = other["difference"]
     assert d["mean"] == pytest.approx(other["nme_ion"] - report["nme_ion"], abs=1e-9)
     assert d["better_faces"] + d["worse_faces"] <= report["count"]
+
+
+def test_refine_frames_a_second_pass_by_the_first_points_alike_in_predict_and_evaluate(train_faces, shipped_int8):
+    """--refine: the second crop is framed by the box of the first pass's points at the
+    detection's roll, the answer is the mean of the two passes, and evaluate.py scores
+    what predict.py answers. (The float32 model: the two programs' first passes differ by
+    1e-5 px of rounding, which moves the second box as much and can turn a few of its crop's
+    pixels a grey level, and the int8 model answers such a change with up to ~0.3 px.)"""
+    shipped_float32 = shipped_int8.with_name("landmarks_float32.tflite")
+    import dataset
+    from face_detector import Detection
+    from predict import LandmarkModel
+
+    face = train_faces[3]
+    box = face.box_xywh
+    detection = Detection(box_xywh=box, score=0.9, keypoints_px=None, training_box_xywh=box, roll_deg=-12.0)
+
+    class OneFace:
+        def detect(self, image):
+            return [detection]
+
+    image = dataset.read_image_bgr(face.image_path)
+    plain = LandmarkModel(shipped_float32)
+    first = plain.predict_face(image, box, detection.roll_deg)
+    second_box = geometry.box_from_landmarks_upright(first.landmarks_px, detection.roll_deg)
+    second = plain.predict_face(image, second_box, detection.roll_deg)
+    assert np.abs(np.asarray(second_box) - np.asarray(box)).max() > 1.0  # a different framing
+
+    refined = LandmarkModel(shipped_float32, refine=True).predict_face(image, box, detection.roll_deg)
+    np.testing.assert_allclose(refined.landmarks_px, (first.landmarks_px + second.landmarks_px) / 2, atol=1e-9)
+    np.testing.assert_allclose(refined.landmark_confidence,
+                               (first.landmark_confidence + second.landmark_confidence) / 2, atol=1e-9)
+    assert refined.box_xywh == tuple(float(v) for v in box)
+
+    runner = evaluate.load_landmark_model(shipped_float32)
+    preds, _, kept, _ = evaluate.predict_faces(runner, [face], OneFace(), refine=True)
+    assert kept == [face]
+    np.testing.assert_allclose(preds[0], refined.landmarks_px, atol=1e-3)

@@ -81,13 +81,13 @@ def test_a_rolled_face_is_boxed_and_cropped_upright(lfpw_face):
     _, face = lfpw_face
     points = face.landmarks_px.astype(np.float64)
     roll = geometry.roll_from_landmarks(points)
-    box = tracking.box_from_landmarks_upright(points, roll)
+    box = geometry.box_from_landmarks_upright(points, roll)
     pivot = np.array([200.0, 150.0])
     turn = cv2.getRotationMatrix2D(tuple(pivot), 25.0, 1.0)  # 25 degrees counter-clockwise on screen
     turned = geometry.transform_points(points, turn)
     turned_roll = geometry.roll_from_landmarks(turned)
     assert turned_roll == pytest.approx(roll - 25.0, abs=1e-9)
-    turned_box = tracking.box_from_landmarks_upright(turned, turned_roll)
+    turned_box = geometry.box_from_landmarks_upright(turned, turned_roll)
     assert turned_box[2] == pytest.approx(box[2]) and turned_box[3] == pytest.approx(box[3])
     centre = np.array(box[:2]) + np.array(box[2:]) / 2
     turned_centre = np.array(turned_box[:2]) + np.array(turned_box[2:]) / 2
