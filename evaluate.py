@@ -332,13 +332,15 @@ def predict_framed(runner, framed, flip_average: bool = False) -> np.ndarray:
     return np.stack([geometry.transform_points(p, geometry.invert(m)) for p, m in zip(points, matrices)])
 
 
-def predict_faces(runner, faces, detector=None, flip_average: bool = False, refine: bool = False):
+def predict_faces(runner, faces, detector=None, flip_average: bool = False, refine: bool = False,
+                  boxes=None):
     """(predictions [N, 68, 2], truths [N, 68, 2], kept faces, missed faces) in image pixels.
 
     ``refine``: a second pass framed by the box of the first pass's points (at the same
     roll, geometry.box_from_landmarks_upright), and the mean of the two passes, as
-    predict.py --refine does."""
-    framed, missed = face_boxes(faces, detector)
+    predict.py --refine does. ``boxes``: ``face_boxes(faces, detector)`` when already
+    found (a detector's boxes do not depend on the model), so it is not run again."""
+    framed, missed = boxes if boxes is not None else face_boxes(faces, detector)
     kept = [face for face, _, _ in framed]
     if not kept:
         return np.zeros((0, 68, 2)), np.zeros((0, 68, 2)), kept, missed
@@ -351,8 +353,9 @@ def predict_faces(runner, faces, detector=None, flip_average: bool = False, refi
     return preds, truths, kept, missed
 
 
-def evaluate(runner, faces, detector=None, flip_average: bool = False, refine: bool = False) -> dict:
-    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average, refine)
+def evaluate(runner, faces, detector=None, flip_average: bool = False, refine: bool = False,
+             boxes=None) -> dict:
+    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average, refine, boxes)
     subsets = sorted({f.subset for f in kept})
     report = {"boxes": detector.name if detector else "dataset", "faces": len(faces),
               "missed": len(missed), "flip_average": flip_average, "refine": refine, "subsets": {}}
@@ -489,7 +492,7 @@ def format_report(report: dict) -> str:
     lines = [f"boxes: {report['boxes']}; faces: {report['faces']}"
              + (f", detector missed {report['missed']}" if report["boxes"] != "dataset" else "")
              + ("; flip averaging" if report["flip_average"] else "")
-             + ("; refined (a second pass framed by the first's points)" if report.get("refine") else ""),
+             + ("; refined (a second pass framed by the first's points)" if report["refine"] else ""),
              f"{'subset':<12}{'count':>6}{'NME io%':>9}{'NME ip%':>9}{'FR@.08':>8}{'FR@.10':>8}"
              f"{'AUC@.08':>9}  " + " ".join(f"{r:>6}" for r in REGIONS)]
     for name, s in report["subsets"].items():
@@ -562,16 +565,15 @@ def main(argv=None) -> int:
             return 0
         runner = load_landmark_model(args.model)
         detector = make_detector(args.detector) if args.detector else None
-        report = evaluate(runner, faces, detector, args.flip_average, args.refine)
+        # Found once: every model of --compare is scored on the same boxes.
+        boxes = face_boxes(faces, detector)
+        report = evaluate(runner, faces, detector, args.flip_average, args.refine, boxes)
         if args.face_scores:
             report["face_scores"] = face_score_check(runner, faces)
         compared = []
         for other_path in args.compare:
-            other = evaluate(load_landmark_model(other_path), faces, detector, args.flip_average, args.refine)
-            # A detector's boxes do not depend on the model: both score the same faces.
-            if other["missed"] != report["missed"]:
-                raise ValueError(f"{other_path}: scored {other['count']} faces, {args.model} "
-                                 f"{report['count']}; --compare needs the same faces")
+            other = evaluate(load_landmark_model(other_path), faces, detector, args.flip_average,
+                             args.refine, boxes)
             compared.append((other_path, other["nme_ion"],
                              paired_difference(report["_errors"], other["_errors"])))
     except (OSError, ValueError) as err:
