@@ -87,6 +87,9 @@ def summarize(pred: np.ndarray, truth: np.ndarray) -> dict:
     return {
         "count": int(len(errors)),
         "nme_ion": float(errors.mean()),
+        # Its standard error over these faces (None for one face): how far another draw of
+        # as many faces could move it.
+        "nme_ion_stderr": float(errors.std(ddof=1) / np.sqrt(len(errors))) if len(errors) > 1 else None,
         "nme_ipn": float(nme(pred, truth, "ipn").mean()),
         "fr_008": failure_rate(errors, 0.08),
         "fr_010": failure_rate(errors, 0.10),
@@ -392,17 +395,20 @@ def paired_difference(reference: np.ndarray, other: np.ndarray, draws: int = 100
             "verdict": "better" if high < 0 else "worse" if low > 0 else "within noise"}
 
 
-def format_comparison(reference_name: str, reference_nme: float, rows: list) -> str:
-    """Rows of (model, its NME, paired_difference against the reference)."""
+def format_comparison(reference_name: str, reference: dict, rows: list) -> str:
+    """The reference's report and rows of (model, its NME, paired_difference against the
+    reference). The reference's stderr is its NME's own; the others', their difference's."""
     lines = [f"{'model':<44}{'NME io%':>8}{'diff':>8}{'stderr':>8}{'95% interval':>18}"
              f"{'faces +/-':>11}  verdict",
-             f"{reference_name[-44:]:<44}{100 * reference_nme:>8.3f}{'(reference)':>12}"]
+             f"{reference_name[-44:]:<44}{100 * reference['nme_ion']:>8.3f}{'':>8}"
+             f"{100 * reference['nme_ion_stderr']:>8.3f}  (reference)"]
     for name, value, d in rows:
         interval = f"[{100 * d['ci95'][0]:+.3f}, {100 * d['ci95'][1]:+.3f}]"
         lines.append(f"{name[-44:]:<44}{100 * value:>8.3f}{100 * d['mean']:>+8.3f}{100 * d['stderr']:>8.3f}"
                      f"{interval:>18}{d['better_faces']:>5} /{d['worse_faces']:>4}  {d['verdict']}")
     lines.append("diff: mean per-face NME minus the reference's (negative: better), in points of "
-                 "% io; interval: bootstrap over the faces; faces +/-: better / worse than the reference")
+                 "% io; stderr: of the reference's NME, then of each difference; interval: bootstrap "
+                 "over the faces; faces +/-: better / worse than the reference")
     return "\n".join(lines)
 
 
@@ -589,7 +595,7 @@ def main(argv=None) -> int:
         print(format_face_scores(report["face_scores"]))
     if compared:
         report["compared"] = [{"model": name, "nme_ion": value, "difference": d} for name, value, d in compared]
-        print(format_comparison(str(args.model), report["nme_ion"], compared))
+        print(format_comparison(str(args.model), report, compared))
     if args.json:
         Path(args.json).write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1))
     if args.plot:

@@ -70,12 +70,18 @@ def test_summary_regions_and_normalisers():
     pred = truth.copy()
     pred[0, 48:68] += [0, 5]  # the 20 mouth points 5 px off
     summary = evaluate.summarize(pred, truth)
-    assert summary["count"] == 1
+    assert summary["count"] == 1 and summary["nme_ion_stderr"] is None
     assert summary["nme_ion"] == pytest.approx(20 * 5 / 68 / 50)
     assert summary["nme_ipn"] == pytest.approx(20 * 5 / 68 / 50)
     assert summary["regions_ion"]["mouth"] == pytest.approx(0.1)
     assert summary["regions_ion"]["jaw"] == 0.0 and summary["regions_ion"]["eyes"] == 0.0
     assert summary["fr_008"] == 0.0 and summary["auc_008"] == pytest.approx(1 - 100 / 68 / 50 / 0.08)
+    # Two faces, per-face NME 0.02 and 0.04 (mouth 5 px and 10 px off): std 0.01414 / sqrt(2).
+    pred2 = np.concatenate([pred, truth])
+    pred2[1, 48:68] += [0, 10]
+    two = evaluate.summarize(pred2, np.concatenate([truth, truth]))
+    per_face = [20 * 5 / 68 / 50, 20 * 10 / 68 / 50]
+    assert two["nme_ion_stderr"] == pytest.approx(np.std(per_face, ddof=1) / np.sqrt(2))
 
 
 def run_evaluate(*args):
