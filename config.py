@@ -34,6 +34,9 @@ class Config:
     # on each epoch. 0 validates on the XML test file instead (only with split="xml").
     val_fraction: float = 0.05
     strict_data: bool = False  # raise on the first bad file instead of skipping it
+    # dlib imglab XML files of more training faces, e.g. a teacher's points for photos nobody
+    # annotated (tools/mesh_teacher.py): added to the training faces, never validated on.
+    extra_train: str = ""
     # --- framing (shared by training, evaluation and predict.py) ------------------------
     image_dim: int = 128
     # The crop is a square of side max(box w, h) * (1 + 2 * crop_margin), centred on the

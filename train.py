@@ -47,6 +47,9 @@ HELP = {
     "occlusion_size": "largest occluding rectangle side, as a fraction of the crop side",
     "blur_prob": "probability of a Gaussian blur", "blur_sigma": "largest blur sigma, crop pixels",
     "noise_std": "largest Gaussian pixel noise std (drawn per image), [0, 1] intensity units",
+    "extra_train": "comma-separated dlib imglab XML files of more training faces (e.g. "
+                   "teacher points for unannotated photos, from tools/mesh_teacher.py); "
+                   "added to the training faces only, never to validation",
     "teacher": "knowledge distillation: ARCH=WEIGHTS[,ARCH=WEIGHTS...] of trained networks "
                "whose mean points (each also on the mirrored crop) are a second target",
     "distill_weight": "the teacher's share of the loss (the annotations' is 1 minus it)",
@@ -148,6 +151,13 @@ def prepare_data(config: Config):
     if not val_faces:
         raise dataset.DataError(f"no validation faces: --val-fraction {config.val_fraction:g} of "
                                 f"{len(train_faces)} training faces holds none; raise it")
+    if config.extra_train:
+        extra = [face for path in config.extra_train.split(",") if path.strip()
+                 for face in dataset.parse_dlib_xml(path.strip(), subset="extra")]
+        if not extra:
+            raise dataset.DataError(f"--extra-train {config.extra_train}: lists no faces")
+        logging.info("extra training faces: %d from %s", len(extra), config.extra_train)
+        train_faces = train_faces + extra
     logging.info("faces: %d train, %d validation", len(train_faces), len(val_faces))
     return (dataset.LandmarkDataset(train_faces, config, training=True),
             dataset.LandmarkDataset(val_faces, config, training=False))

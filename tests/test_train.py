@@ -492,3 +492,42 @@ def test_a_resume_mid_epoch_says_plainly_that_the_epoch_is_trained_again(tmp_pat
     assert tiny_fit(backup, 5, 3, Interrupt(3)) == 3  # stopped between epochs: nothing repeated
     assert train.resume_message(*train.resume_point(backup), 10, backup) == (
         f"resuming at epoch 4 from the backup in {backup}")
+
+
+def test_extra_train_faces_join_the_training_faces_only(train_faces, subset_dir, tmp_path):
+    import train
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_labels_xml(train_faces[:20], data_dir / "labels_ibug_300W_train.xml")
+    extra_faces = dataset.parse_dlib_xml(subset_dir / TEST_XML)[:6]
+    extra_xml = write_labels_xml(extra_faces, tmp_path / "teacher_labels.xml")
+    base = Config(data_dir=str(data_dir), split="xml", val_fraction=0.2, seed=3)
+    plain_train, plain_val = train.prepare_data(base)
+    more_train, more_val = train.prepare_data(Config(**{**base.__dict__, "extra_train": str(extra_xml)}))
+
+    assert len(more_train) == len(plain_train) + 6
+    # the validation faces are the same ones, and none of the extra faces is among them
+    assert [f.image_path for f in more_val.faces] == [f.image_path for f in plain_val.faces]
+    extra_paths = {f.image_path for f in extra_faces}
+    assert extra_paths <= {f.image_path for f in more_train.faces}
+    assert not extra_paths & {f.image_path for f in more_val.faces}
+    extra_items = [item for item in more_train.items if item.face.image_path in extra_paths]
+    assert len(extra_items) == 6 and all(item.face.subset == "extra" for item in extra_items)
+    np.testing.assert_allclose(extra_items[0].face.landmarks_px, extra_faces[0].landmarks_px, atol=1e-4)
+
+
+def test_extra_train_file_without_faces_or_missing_is_refused(tmp_path, train_faces):
+    import train
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_labels_xml(train_faces[:10], data_dir / "labels_ibug_300W_train.xml")
+    empty = tmp_path / "empty.xml"
+    empty.write_text("<dataset><images></images></dataset>")
+    config = Config(data_dir=str(data_dir), split="xml", val_fraction=0.2, extra_train=str(empty))
+    with pytest.raises(dataset.DataError, match="empty.xml: lists no faces"):
+        train.prepare_data(config)
+    missing = tmp_path / "missing.xml"
+    with pytest.raises(dataset.DataError, match="missing.xml: cannot read"):
+        train.prepare_data(Config(**{**config.__dict__, "extra_train": str(missing)}))
