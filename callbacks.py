@@ -4,6 +4,7 @@ PNG of the learning curves. Everything else (resume, CSV, TensorBoard) is Keras'
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -105,8 +106,23 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+class _DropLegacyHdf5Notice(logging.Filter):
+    """The whole model is saved as HDF5 on purpose (export_tflite.py, evaluate.py and
+    tflite conversion read .h5); Keras' notice that the format is legacy would otherwise be
+    logged at every save."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "saving your model as an HDF5 file" not in record.getMessage()
+
+
 def save_full_model(model: keras.Model, path: Path) -> None:
-    atomic_save(path, lambda p: model.save(p))
+    keras_log = logging.getLogger("absl")  # Keras' saving_api logs through absl.logging
+    notice_filter = _DropLegacyHdf5Notice()
+    keras_log.addFilter(notice_filter)
+    try:
+        atomic_save(path, lambda p: model.save(p))
+    finally:
+        keras_log.removeFilter(notice_filter)
 
 
 class BestCheckpoint(keras.callbacks.Callback):

@@ -300,7 +300,7 @@ class BlazeFaceDetector:
     """MediaPipe's BlazeFace, short range (128 px input: faces that fill a good part of the
     photo), full range (192 px: smaller faces too), or auto: the short range model first,
     and the full range one instead when the short range model finds nothing or a box
-    narrower than SHORT_RANGE_MIN_WIDTH of the photo's longer side. bench_detector.py: the
+    narrower than SHORT_RANGE_MIN_WIDTH of the photo's longer side. benchmarks/detector.py: the
     short range model finds 97-100 % of faces from 12.5 % of the longer side up and none
     below 7.5 %; on faces near its limit it returns boxes far too large (about 13-17 % of the
     longer side for a 7.5 % face), hence the margin."""

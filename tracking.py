@@ -92,7 +92,7 @@ def face_score(prediction, box_xywh, roll_deg: float) -> float:
     A model exported without the confidence output has none: then a weaker PROXY, how well
     the box of the predicted points agrees with the box the face was cropped with (IoU). A
     face puts its points where the crop expects them, while on background they shrink
-    towards the mean face (0.9-1.0 on a tracked face in bench_video.py's clip, 0.5-0.7 on
+    towards the mean face (0.9-1.0 on a tracked face in benchmarks/video.py's clip, 0.5-0.7 on
     background; PROXY_MIN_SCORE keeps a track). It cannot tell a face that is covered up
     (the points drift onto what covers it) from one in plain view.
     """
@@ -119,7 +119,7 @@ class TrackerOptions:
     min_inside: float = field(default=0.6, metadata={
         "help": "a track with fewer of its points inside the picture is dropped"})
     smoothing: bool = field(default=True, metadata={"help": "One-Euro filter per track"})
-    # Tuned on bench_video.py's synthetic clip (see its --tune and the README).
+    # Tuned on benchmarks/video.py's synthetic clip (see its --tune and the README).
     min_cutoff: float = field(default=0.1, metadata={"help": "One-Euro cutoff at rest, Hz"})
     beta: float = field(default=100.0, metadata={"help": "One-Euro speed coefficient, per face size"})
     d_cutoff: float = field(default=1.0, metadata={"help": "One-Euro cutoff of the speed, Hz"})

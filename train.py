@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -205,6 +206,7 @@ def train(config: Config, strategy=None) -> dict:
     chief = distribute.is_chief(strategy)
     replicas = strategy.num_replicas_in_sync
     check_speed_flags(config, strategy)
+    logging.info("%s", describe_devices(strategy, config.mixed_precision))
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     keras.utils.set_random_seed(config.seed)
     checkpoint_dir = Path(config.checkpoint_dir)
@@ -287,9 +289,13 @@ def train(config: Config, strategy=None) -> dict:
     # The chief's BackupAndRestore sets the epoch it resumes at; the others take the chief's.
     history = model.fit(train_stream, steps_per_epoch=steps, epochs=config.epochs,
                         initial_epoch=0 if chief else first_epoch, validation_data=val_stream,
-                        callbacks=fit_callbacks, verbose=2)
+                        callbacks=fit_callbacks, verbose=2,
+                        shuffle=False)  # the training stream shuffles itself (dataset.py)
     if chief:
         callbacks.save_full_model(model, checkpoint_dir / callbacks.FINAL_FULL)
+        logging.info("saved in %s: %s (the last epoch), %s and %s (the best), history.csv, "
+                     "history.png, logs/", checkpoint_dir, callbacks.FINAL_FULL,
+                     callbacks.BEST_FULL, callbacks.BEST_WEIGHTS)
     summary = {
         "epochs_run": len(history.history.get("loss", [])),
         "best_val_nme": best.best,
@@ -318,7 +324,79 @@ def check_speed_flags(config: Config, strategy) -> None:
                         "float32 on a CPU")
 
 
+def nvidia_driver_installed() -> bool:
+    """Whether the NVIDIA driver library that TensorFlow's GPU support loads is present."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+# Notes TensorFlow's libraries print while they load, before its log level applies; the
+# device line of describe_devices() says what they say.
+STARTUP_NOTES = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+                 "Could not find cuda drivers on your machine")
+
+
+def quiet_tensorflow_startup() -> None:
+    """Import TensorFlow without its start-up notes. Its C++ log level (TF_CPP_MIN_LOG_LEVEL,
+    when the user has not set it) hides its info lines and keeps its warnings, which say why a
+    GPU cannot be used; on a machine with no NVIDIA driver it also hides the CUDA probe's
+    errors ("failed call to cuInit"), which there only mean "no GPU". The notes printed while
+    the libraries load ignore that level: they are caught on the way in, and anything else
+    printed then is passed on."""
+    import tempfile
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if nvidia_driver_installed() else "3")
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if not any(note in line for note in STARTUP_NOTES):
+                    print(line, file=sys.stderr)
+
+
+def describe_devices(strategy, mixed_precision: bool) -> str:
+    """One line naming the devices this run trains on and its compute precision."""
+    import tensorflow as tf
+
+    precision = "mixed float16" if mixed_precision else "float32"
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        hint = (": an NVIDIA driver is installed, so install TensorFlow's GPU libraries "
+                "(pip install -r requirements-gpu.txt)" if nvidia_driver_installed() else "")
+        return f"devices: CPU, {os.cpu_count()} cores (TensorFlow sees no GPU{hint}); {precision}"
+    try:
+        local = [d.rsplit("device:", 1)[-1] for d in strategy.extended.worker_devices]
+    except (RuntimeError, AttributeError):  # the default strategy: TensorFlow places on GPU:0
+        local = ["GPU:0"]
+    names = []
+    for gpu in gpus:
+        index = gpu.name.rsplit(":", 1)[-1]
+        if f"GPU:{index}" not in local:
+            continue
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
+        names.append(f"GPU:{index} {details.get('device_name', 'GPU')}"
+                     + (f" (compute capability {capability[0]}.{capability[1]})" if capability else ""))
+    unused = len(gpus) - len(names)
+    return (f"devices: {', '.join(names) or ', '.join(local)}"
+            + (f" ({unused} more GPU{'s' if unused > 1 else ''} unused: --strategy mirrored uses every GPU)"
+               if unused else "") + f"; {precision}")
+
+
 def main(argv=None) -> int:
+    quiet_tensorflow_startup()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_args(argv)
     import dataset

@@ -19,7 +19,7 @@ import pytest
 import werkzeug.formparser
 
 import app as app_module
-import bench_app
+from benchmarks import web_api as bench_app
 import evaluate
 import predict
 from conftest import REPO_DIR

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import app as app_module
-import bench_app
+from benchmarks import web_api as bench_app
 from conftest import REPO_DIR
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,11 +1,11 @@
-"""benchmark.py --e2e: faces found and NME on them, against hand-built faces."""
+"""benchmarks/landmarks.py --e2e: faces found and NME on them, against hand-built faces."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import benchmark
+from benchmarks import landmarks as benchmark
 import dataset
 import geometry
 
@@ -44,7 +44,7 @@ def test_place_face_puts_the_scaled_box_where_it_says(face_width):
     and the photo's content moved with it."""
     import cv2
 
-    import bench_detector
+    from benchmarks import detector as bench_detector
     from conftest import centroid, draw_dots
 
     box = (60.0, 40.0, 100.0, 120.0)  # centre (110, 100)

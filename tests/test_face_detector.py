@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-import bench_detector
+from benchmarks import detector as bench_detector
 import dataset
 import evaluate
 import face_detector as fd

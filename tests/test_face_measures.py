@@ -18,7 +18,7 @@ import pytest
 
 import config
 import dataset
-import evaluate_measures
+from benchmarks import measures as evaluate_measures
 import face_measures as fm
 import geometry
 import predict
@@ -246,7 +246,7 @@ def test_eye_and_mouth_ratios_of_a_face_by_hand():
 # ---------------------------------------------------------------------------------------
 
 def test_measures_of_predicted_points_match_the_annotations(lfpw_faces, model):
-    """Figures in the README (python evaluate_measures.py --data-dir .../300w_subset).
+    """Figures in the README (python -m benchmarks.measures --data-dir .../300w_subset).
 
     Measured with the shipped mobile-wide model: EAR 0.042, MAR 0.040, yaw 1.69, pitch 2.52,
     roll 0.74 degrees (targets: EAR within 0.03 - not met, the model's eyelids are coarse;

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import dataset
-import pi_emulation
+from tools import pi_emulation
 from conftest import REPO_DIR
 from face_detector import DEFAULT_DETECTOR
 

@@ -1,4 +1,4 @@
-"""tflite_to_keras.py rebuilds the shipped network's Keras weights from its float32 TFLite
+"""tools/tflite_to_keras.py rebuilds the shipped network's Keras weights from its float32 TFLite
 file: same function in inference, and batch statistics that start where inference is."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def crops(train_faces):
 
 
 def test_the_rebuilt_model_computes_what_the_tflite_file_does(crops):
-    import tflite_to_keras
+    from tools import tflite_to_keras
     from evaluate import TFLiteLandmarks
 
     model = tflite_to_keras.rebuild(FLOAT_MODEL, 128, crops, SHIPPED_ARCH)
@@ -45,7 +45,7 @@ def test_the_shipped_keras_weights_match_the_shipped_tflite(crops):
 
 
 def test_a_file_of_another_network_is_refused(tmp_path, crops):
-    import tflite_to_keras
+    from tools import tflite_to_keras
 
     with pytest.raises(ValueError, match="int8 weights; rebuild from the float32 export"):
         tflite_to_keras.rebuild(REPO_DIR / "models" / "landmarks_int8.tflite", 128, crops)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-import bench_video
+from benchmarks import video as bench_video
 import dataset
 import evaluate
 import face_detector
@@ -350,7 +350,7 @@ def test_no_draw_writes_only_the_json(lfpw_face, tmp_path, capsys):
 
 
 def test_bench_video_tuning_replays_a_smoothed_run_exactly(model, lfpw_faces):
-    """bench_video.py --tune smooths the points of one unsmoothed run afterwards; that is
+    """benchmarks/video.py --tune smooths the points of one unsmoothed run afterwards; that is
     only honest if it gives exactly the points of a run with smoothing on."""
     photo, face = lfpw_faces[0]
     path = bench_video.clip_path(still=6, move=4, jumps_px=(9.0, 27.0), settle=4)

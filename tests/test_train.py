@@ -531,3 +531,47 @@ def test_extra_train_file_without_faces_or_missing_is_refused(tmp_path, train_fa
     missing = tmp_path / "missing.xml"
     with pytest.raises(dataset.DataError, match="missing.xml: cannot read"):
         train.prepare_data(Config(**{**config.__dict__, "extra_train": str(missing)}))
+
+
+# ---------------------------------------------------------------------------------------
+# (d) The console: what a user sees from a short run on a CPU
+# ---------------------------------------------------------------------------------------
+
+# Printed by TensorFlow and Keras at start-up or every epoch, telling a user nothing to act on.
+CONSOLE_NOISE = ["absl::InitializeLog", "oneDNN custom operations", "Could not find cuda drivers",
+                 "cpu_feature_guard", "failed call to cuInit", "saving your model as an HDF5 file",
+                 "shuffle=True", "UserWarning"]
+
+
+@pytest.mark.slow
+def test_a_short_cpu_run_prints_what_it_uses_and_did_and_no_start_up_noise(train_faces, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_labels_xml(train_faces[:40], data_dir / "labels_ibug_300W_train.xml")
+    command = [sys.executable, "train.py", "--data-dir", str(data_dir), "--arch", "mobile",
+               "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4", "--split", "xml",
+               "--val-fraction", "0.2", "--checkpoint-dir", str(tmp_path / "run"), "--no-download"]
+    # As a user runs it: without the log level the tests set, and with no GPU to use.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    result = subprocess.run(command, cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=600)
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-3000:]
+    for noise in CONSOLE_NOISE:
+        assert noise not in console, f"{noise!r} in:\n{console}"
+    for informative in ["devices: CPU", "faces: ", "steps per epoch", "parameters", "Epoch 2/2",
+                        "val_nme: ", "saved best_model_full.h5", f"saved in {tmp_path / 'run'}:"]:
+        assert informative in console, f"{informative!r} missing from:\n{console}"
+
+
+def test_devices_are_named_with_the_compute_precision():
+    import tensorflow as tf
+
+    import train
+
+    strategy = tf.distribute.get_strategy()
+    line = train.describe_devices(strategy, mixed_precision=True)
+    assert line.startswith("devices: ") and line.endswith("; mixed float16")
+    gpus = tf.config.list_physical_devices("GPU")
+    assert ("GPU:0" in line) if gpus else ("CPU" in line and "sees no GPU" in line)
+    assert train.describe_devices(strategy, mixed_precision=False).endswith("; float32")

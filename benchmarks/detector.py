@@ -1,9 +1,9 @@
 """Which face sizes each BlazeFace model finds: real 300-W faces rescaled to a range of face
 widths and placed in a wide and a tall canvas, the fraction found per width.
 
-    python bench_detector.py                              # LFPW-test of ../shared/data/300w_subset
-    python bench_detector.py --faces 224 --json sizes.json
-    python bench_detector.py --roll 25 40                 # also: tilted heads, with/without roll correction
+    python -m benchmarks.detector                         # LFPW-test of ../shared/data/300w_subset
+    python -m benchmarks.detector --faces 224 --json sizes.json
+    python -m benchmarks.detector --roll 25 40            # also: tilted heads, with/without roll correction
 
 Each photo is scaled so that its dataset face box is W pixels wide, and pasted with the face
 at the centre of a grey canvas (1280x720 and 720x1280 by default: what matters to the
@@ -33,10 +33,10 @@ import numpy as np
 
 import evaluate
 import geometry
-from benchmark import describe_machine
+from benchmarks.landmarks import describe_machine
 from face_detector import BLAZEFACE_SPECS, BlazeFaceDetector, BlazeFaceModel
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 FACE_WIDTHS = (16, 20, 24, 28, 32, 40, 48, 64, 80, 96, 128, 160, 200, 240, 320, 400)
 CANVASES = {"wide": (1280, 720), "tall": (720, 1280)}
 
@@ -104,7 +104,8 @@ def bench_roll(faces, angles) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.detector",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "300w_subset"))

@@ -1,8 +1,8 @@
 """Tracking in video against known ground truth: frames/s, NME per frame, jitter and lag.
 
-    python bench_video.py                          # LFPW-test face 0, 640x480, one thread
-    python bench_video.py --json out/video.json    # also write the table as JSON
-    python bench_video.py --tune                   # grid of One-Euro settings on the same clip
+    python -m benchmarks.video                     # LFPW-test face 0, 640x480, one thread
+    python -m benchmarks.video --json out/video.json  # also write the table as JSON
+    python -m benchmarks.video --tune              # grid of One-Euro settings on the same clip
 
 The clip is made from a real 300-W photo (LFPW test, with its human annotation): the photo
 is moved, zoomed and rotated along a known path on a 640x480 canvas, and the same affine
@@ -42,7 +42,7 @@ import evaluate
 import geometry
 import predict
 import tracking
-from benchmark import describe_machine
+from benchmarks.landmarks import describe_machine
 
 CANVAS_WH = (640, 480)
 FPS = 30.0
@@ -52,7 +52,7 @@ BACKGROUND = 118  # grey level of the canvas around the photo
 
 def default_data_dir() -> Path:
     root = os.environ.get("LANDMARKS_DATA")
-    root = Path(root) if root else Path(__file__).resolve().parent.parent / "shared" / "data"
+    root = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
     return root / "300w_subset"
 
 
@@ -218,7 +218,8 @@ def quality_cells(row: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.video",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", default=str(default_data_dir()), help="the 300w_subset folder")

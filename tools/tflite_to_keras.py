@@ -1,7 +1,7 @@
 """Rebuild a Keras checkpoint of a `mobile`-family network (`mobile`, `mobile-s4`,
 `mobile-wide`) from a float32 TFLite export.
 
-    python tflite_to_keras.py models/landmarks_float32.tflite --out models/landmarks_mobile.weights.h5 \
+    python -m tools.tflite_to_keras models/landmarks_float32.tflite --out models/landmarks_mobile.weights.h5 \
         --data-dir ../shared/data/300w_subset
 
 Why: the Keras weights behind the shipped TFLite models were not kept, and exporting a new
@@ -115,7 +115,8 @@ def rebuild(tflite_path: Path, image_dim: int, calibration: np.ndarray, arch: st
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.tflite_to_keras",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("tflite", help="a float32 .tflite of a mobile-family network (export_tflite.py); "
                         "its architecture is read from the .json beside it")
     parser.add_argument("--out", required=True, help="where to write the .weights.h5")

@@ -1,7 +1,7 @@
 """How far the face measures from predicted points are from those of the annotated points.
 
-    python evaluate_measures.py --data-dir ../shared/data/300w_subset            # LFPW test
-    python evaluate_measures.py --data-dir ../shared/data/300w_subset --json
+    python -m benchmarks.measures --data-dir ../shared/data/300w_subset          # LFPW test
+    python -m benchmarks.measures --data-dir ../shared/data/300w_subset --json
 
 For each annotated face: predict its 68 points (models/landmarks_int8.tflite, the dataset's
 box, as predict.py frames it), then compute face_measures.measure_face on the predicted and
@@ -93,7 +93,8 @@ def format_report(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.measures",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", required=True, help="folder holding labels_ibug_300W_test.xml")

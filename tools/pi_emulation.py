@@ -1,10 +1,10 @@
 """Run predict.py and app.py as a Raspberry Pi would: aarch64 code under user-mode QEMU.
 
-    python pi_emulation.py setup                                    # sysroot + wheels, once (~1 min)
-    python pi_emulation.py run -- predict.py imgs/test_image.jpeg --json
-    python pi_emulation.py run --cpu cortex-a72 -- -c "import platform; print(platform.machine())"
-    python pi_emulation.py compare imgs/test_image.jpeg             # points vs this machine's
-    python pi_emulation.py compare --os trixie --cpu cortex-a76 --cpu max imgs/test_image.jpeg --json
+    python -m tools.pi_emulation setup                              # sysroot + wheels, once (~1 min)
+    python -m tools.pi_emulation run -- predict.py imgs/test_image.jpeg --json
+    python -m tools.pi_emulation run --cpu cortex-a72 -- -c "import platform; print(platform.machine())"
+    python -m tools.pi_emulation compare imgs/test_image.jpeg       # points vs this machine's
+    python -m tools.pi_emulation compare --os trixie --cpu cortex-a76 --cpu max imgs/test_image.jpeg --json
 
 What runs is Debian's arm64 Python (Raspberry Pi OS 64-bit is Debian: bookworm has Python
 3.11, trixie 3.13) with the aarch64 wheels of requirements-pi.txt, on an emulated Pi 4
@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_DIR = Path(__file__).resolve().parent
+REPO_DIR = Path(__file__).resolve().parents[1]
 REQUIREMENTS_PI = REPO_DIR / "requirements-pi.txt"
 CACHE_ENV = "LANDMARKS_PI_CACHE"
 DEFAULT_CACHE = REPO_DIR / ".cache" / "pi_emulation"
@@ -372,7 +372,8 @@ def print_table(rows: list[dict], tolerance_px: float) -> None:
 # ---------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m tools.pi_emulation",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     common = argparse.ArgumentParser(add_help=False)

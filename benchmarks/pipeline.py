@@ -1,7 +1,7 @@
 """How many training images per second each input pipeline delivers, on this machine.
 
-    python benchmark_pipeline.py                       # 300w_subset train split, batch 16
-    python benchmark_pipeline.py --batches 60 --json out/pipeline.json
+    python -m benchmarks.pipeline                      # 300w_subset train split, batch 16
+    python -m benchmarks.pipeline --batches 60 --json out/pipeline.json
 
 Two pipelines over the same faces, each timed over ``--batches`` batches after
 ``--warmup`` batches:
@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import describe_machine
+from benchmarks.landmarks import describe_machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def default_data_dir() -> Path:
     root = os.environ.get("LANDMARKS_DATA")
-    root = Path(root) if root else Path(__file__).resolve().parent.parent / "shared" / "data"
+    root = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
     return root / "300w_subset"
 
 
@@ -116,7 +116,8 @@ def images_per_second(ds, batch_size: int, batches: int, warmup: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default=str(default_data_dir()),
                         help="dataset folder (dlib XML or .pts); default $LANDMARKS_DATA/300w_subset")
