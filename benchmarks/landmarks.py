@@ -95,6 +95,31 @@ def bench_tflite(path: Path, faces, images, refine: bool = False) -> dict:
     return {"preds": np.stack(preds), "ms": ms, "size_mb": path.stat().st_size / 1e6}
 
 
+def pixel_sensitivity(path: Path, faces, images, pixels: int = 7, seed: int = 0) -> float:
+    """How far the points move (mean over points and faces, crop pixels) when ``pixels``
+    random pixels of each face's crop are changed by one grey level: a model that moves
+    its answer for changes no eye can see jitters on video."""
+    from predict import LandmarkModel
+
+    model = LandmarkModel(path, threads=1)
+    rng = np.random.default_rng(seed)
+    dim = model.image_dim
+    framing = model.metadata["framing"]
+    moves = []
+    for face in faces:
+        crop, _ = geometry.frame_face(images[face.image_path], face.box_xywh, dim,
+                                      framing["crop_margin"], framing["crop_shift_y"])
+        touched = crop.astype(np.int16).copy()
+        where = rng.choice(crop.size, pixels, replace=False)
+        flat = touched.reshape(-1)
+        flat[where] = np.where(flat[where] >= 255, 254, np.where(flat[where] <= 0, 1,
+                                                                   flat[where] + rng.choice([-1, 1], pixels)))
+        before = model.run_with_confidence(geometry.gray_to_input(crop))[0]
+        after = model.run_with_confidence(geometry.gray_to_input(touched.astype(np.uint8)))[0]
+        moves.append(np.linalg.norm(after - before, axis=1).mean())
+    return float(np.mean(moves))
+
+
 def bench_seed_network(image_dim: int) -> dict:
     """The seed's Xception-like network, untrained: TFLite float32 size and latency."""
     import contextlib
@@ -274,6 +299,10 @@ def bench_e2e(args) -> int:
     if dlib_rows:
         print("note: dlib's model was trained on dlib's archive split, which holds most 300-W test "
               "images (LFPW-test included): its accuracy here is optimistic.")
+    for name, entry in table.items():
+        if "sensitivity_px" in entry:
+            print(f"sensitivity {name.split(' (')[0]}: 7 random crop pixels changed by one grey level "
+                  f"move the points {entry['sensitivity_px']:.3f} crop px on average")
     if dlib_note:
         print(dlib_note)
     if args.json:
@@ -312,7 +341,8 @@ def main(argv=None) -> int:
     truths = np.stack([f.landmarks_px for f in faces]).astype(np.float64)
     rows = {}
     for path in map(Path, args.models):
-        rows[f"ours {path.stem.split('_')[-1]} ({path.name})"] = bench_tflite(path, faces, images)
+        rows[f"ours {path.stem.split('_')[-1]} ({path.name})"] = {
+            **bench_tflite(path, faces, images), "sensitivity_px": pixel_sensitivity(path, faces, images)}
     if args.refine:
         first = Path(args.models[0])
         rows[f"ours {first.stem.split('_')[-1]} --refine ({first.name})"] = bench_tflite(
@@ -337,6 +367,8 @@ def main(argv=None) -> int:
     table = {}
     for name, row in rows.items():
         entry = {"ms_per_face": round(row["ms"], 3), "size_mb": round(row["size_mb"], 3)}
+        if "sensitivity_px" in row:
+            entry["sensitivity_px"] = round(row["sensitivity_px"], 4)
         if row["preds"] is not None:
             errors = evaluate.nme(row["preds"], truths)
             entry.update(nme_ion=float(errors.mean()), fr_008=evaluate.failure_rate(errors, 0.08))
@@ -350,6 +382,10 @@ def main(argv=None) -> int:
                 print(f"latency {name.split(' (')[0]} / dlib: {table[name]['ms_per_face'] / table[dlib_rows[0]]['ms_per_face']:.2f}x")
         print("note: dlib's model was trained on dlib's archive split, which holds most 300-W test "
               "images (LFPW-test included): its accuracy here is optimistic.")
+    for name, entry in table.items():
+        if "sensitivity_px" in entry:
+            print(f"sensitivity {name.split(' (')[0]}: 7 random crop pixels changed by one grey level "
+                  f"move the points {entry['sensitivity_px']:.3f} crop px on average")
     if dlib_note:
         print(dlib_note)
     if args.json:

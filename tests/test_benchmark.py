@@ -57,3 +57,17 @@ def test_place_face_puts_the_scaled_box_where_it_says(face_width):
     # the dot drawn at the box centre (pixel centres: edge - 0.5) is at the placed box's centre
     found = centroid(np.clip(canvas[:, :, 0].astype(float) - 128, 0, None))
     np.testing.assert_allclose(found, [x + w / 2 - 0.5, y + h / 2 - 0.5], atol=0.1 * max(1.0, face_width / 100))
+
+
+def test_pixel_sensitivity_is_zero_without_a_change_and_larger_for_int8(subset_dir):
+    from conftest import REPO_DIR, TEST_XML
+
+    faces = dataset.parse_dlib_xml(subset_dir / TEST_XML)[:12]
+    images = {f.image_path: dataset.read_image(f.image_path) for f in faces}
+    int8, float32 = REPO_DIR / "models/landmarks_int8.tflite", REPO_DIR / "models/landmarks_float32.tflite"
+    assert benchmark.pixel_sensitivity(int8, faces, images, pixels=0) == 0.0
+    moved_int8 = benchmark.pixel_sensitivity(int8, faces, images)
+    moved_float = benchmark.pixel_sensitivity(float32, faces, images)
+    # a grey level on 7 pixels is invisible; float32 barely moves, int8 rounds its activations
+    assert 0 < moved_float < 0.02
+    assert moved_int8 > 3 * moved_float
