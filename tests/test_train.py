@@ -520,6 +520,7 @@ def test_a_short_cpu_run_prints_what_it_uses_and_did_and_no_start_up_noise(train
     assert result.returncode == 0, console[-3000:]
     for noise in CONSOLE_NOISE:
         assert noise not in console, f"{noise!r} in:\n{console}"
+    assert "\n\n" not in console.strip()  # no empty lines between the informative ones
     for informative in ["devices: CPU", "faces: ", "steps per epoch", "parameters", "Epoch 2/2",
                         "val_nme: ", "saved best_model_full.h5", f"saved in {tmp_path / 'run'}:"]:
         assert informative in console, f"{informative!r} missing from:\n{console}"
