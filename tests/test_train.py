@@ -537,3 +537,25 @@ def test_devices_are_named_with_the_compute_precision():
     gpus = tf.config.list_physical_devices("GPU")
     assert ("GPU:0" in line) if gpus else ("CPU" in line and "sees no GPU" in line)
     assert train.describe_devices(strategy, mixed_precision=False).endswith("; float32")
+
+
+def test_gpus_are_named_with_their_model_and_those_left_unused_are_counted(monkeypatch):
+    """No GPU here: TensorFlow's device list and details are stood in for two cards."""
+    import types
+
+    import tensorflow as tf
+
+    import train
+
+    cards = [types.SimpleNamespace(name=f"/physical_device:GPU:{i}", device_type="GPU") for i in (0, 1)]
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: cards if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda card: {"device_name": "NVIDIA GeForce RTX 3050", "compute_capability": (8, 6)})
+    assert train.describe_devices(tf.distribute.get_strategy(), mixed_precision=False) == (
+        "devices: GPU:0 NVIDIA GeForce RTX 3050 (compute capability 8.6) "
+        "(1 more GPU unused: --strategy mirrored uses every GPU); float32")
+    mirrored = types.SimpleNamespace(extended=types.SimpleNamespace(worker_devices=(
+        "/job:localhost/replica:0/task:0/device:GPU:0", "/job:localhost/replica:0/task:0/device:GPU:1")))
+    assert train.describe_devices(mirrored, mixed_precision=True) == (
+        "devices: GPU:0 NVIDIA GeForce RTX 3050 (compute capability 8.6), "
+        "GPU:1 NVIDIA GeForce RTX 3050 (compute capability 8.6); mixed float16")
