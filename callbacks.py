@@ -161,7 +161,7 @@ class BestCheckpoint(keras.callbacks.Callback):
                     BEST_WEIGHTS: lambda p: self.model.save_weights(p),
                     BEST_FULL: lambda p: save_full_model(self.model, p),
                     self.state_path.name: lambda p: Path(p).write_text(json.dumps(state))})
-                print(f"\nepoch {epoch + 1}: {self.monitor} improved to {value:.5f}, saved {BEST_FULL}")
+                print(f"epoch {epoch + 1}: {self.monitor} improved to {value:.5f}, saved {BEST_FULL}")
 
 
 class TrainingDiverged(RuntimeError):

@@ -6,7 +6,7 @@
   feature pyramid, one 16 x 16 heatmap per landmark and a soft-argmax that turns each into
   (x, y). 0.50 M parameters and 90 MFLOPs at 128 x 128.
 - ``mobile-wide``: the same with 1.5 x the channels (1.1 M parameters, 200 MFLOPs): the
-  shipped model since issue 10. ``mobile-s4``: ``mobile`` with 32 x 32 heatmaps (98 MFLOPs).
+  shipped model. ``mobile-s4``: ``mobile`` with 32 x 32 heatmaps (98 MFLOPs).
 
 Both take a grey ``image_dim x image_dim x 1`` image in [-1, 1] and return 136 numbers:
 the 68 (x, y) landmarks in [-0.5, 0.5] crop coordinates.

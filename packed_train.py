@@ -1,20 +1,21 @@
 """Long training runs on a GPU machine that has Keras 3 but no TensorFlow (JAX or PyTorch
 installed instead), from a packed copy of the faces.
 
-    # here, where the data is: the training faces' regions, as train.py caches them
-    python packed_train.py pack --data-dir ../shared/data/300w_subset --out .devdata/faces.npz
-    # there: one or several runs side by side on the one GPU, each for a fixed time
-    KERAS_BACKEND=jax python packed_train.py session --pack .devdata/faces.npz --out out/ \\
+    # where the data is: the training faces' regions, as train.py caches them
+    python packed_train.py pack --data-dir ../shared/data/300w_subset --out out/faces.npz
+    # on the GPU machine: one or several runs side by side on one GPU, each for a fixed time
+    KERAS_BACKEND=jax python packed_train.py session --pack out/faces.npz --out out/ \\
         --variant mobile-ft:mobile:init=models/keras/best_model.weights.h5:lr=5e-4 \\
         --variant mobile-s4:mobile-s4:lr=2e-3 --minutes 6
-    # back here: the weights load into the TensorFlow model as any train.py checkpoint
-    python export_tflite.py out/mobile-ft/best_model.weights.h5 ...
+    # each run's folder, also in out/<name>.tar.gz: its weights load into the TensorFlow
+    # model as any train.py checkpoint
+    python export_tflite.py --model runs/packed/mobile-ft/best_model.weights.h5 ...
 
 The pack holds what ``LandmarkDataset`` keeps in memory (each face's small grey region, its
 box and points in region pixels), JPEG-compressed, with the training/validation split of
 ``train.py`` (``--val-fraction``, ``--seed``): augmentation is the same code and the same
-pixels as ``train.py``'s, up to the JPEG step. The pack holds crops of the dataset's photos:
-keep it out of the repository (``.devdata/`` is ignored).
+pixels as ``train.py``'s, up to the JPEG step. The pack holds crops of the dataset's photos,
+under the dataset's licence: keep it out of a public repository (``out/`` is ignored).
 
 A run is given minutes, not epochs: the learning rate follows a cosine over the run's wall
 time (after a linear warm-up), so a slower or faster machine trains fewer or more steps on
@@ -24,8 +25,8 @@ statistics are recalibrated for the averaged weights (``recalibrate_batchnorm``)
 augmentation runs in worker processes (``--workers``), a few batches ahead of the GPU.
 
 ``session`` stops every run at a deadline (``--minutes`` + ``--slack`` for compiling, plus a
-minute to save) and archives whatever each run wrote, so that a run that overstays cannot
-take the session's results with it when the machine's own time limit strikes.
+minute to save) and archives whatever each run wrote, so that on a machine with a time limit
+a run that overstays cannot take the other runs' results with it.
 """
 
 from __future__ import annotations

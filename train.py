@@ -378,7 +378,7 @@ def describe_devices(strategy, mixed_precision: bool) -> str:
         return f"devices: CPU, {os.cpu_count()} cores (TensorFlow sees no GPU{hint}); {precision}"
     try:
         local = [d.rsplit("device:", 1)[-1] for d in strategy.extended.worker_devices]
-    except (RuntimeError, AttributeError):  # the default strategy: TensorFlow places on GPU:0
+    except (RuntimeError, NotImplementedError, AttributeError):  # default strategy: on GPU:0
         local = ["GPU:0"]
     names = []
     for gpu in gpus:

@@ -559,6 +559,7 @@ def test_a_short_cpu_run_prints_what_it_uses_and_did_and_no_start_up_noise(train
     assert result.returncode == 0, console[-3000:]
     for noise in CONSOLE_NOISE:
         assert noise not in console, f"{noise!r} in:\n{console}"
+    assert "\n\n" not in console.strip()  # no empty lines between the informative ones
     for informative in ["devices: CPU", "faces: ", "steps per epoch", "parameters", "Epoch 2/2",
                         "val_nme: ", "saved best_model_full.h5", f"saved in {tmp_path / 'run'}:"]:
         assert informative in console, f"{informative!r} missing from:\n{console}"
@@ -575,3 +576,25 @@ def test_devices_are_named_with_the_compute_precision():
     gpus = tf.config.list_physical_devices("GPU")
     assert ("GPU:0" in line) if gpus else ("CPU" in line and "sees no GPU" in line)
     assert train.describe_devices(strategy, mixed_precision=False).endswith("; float32")
+
+
+def test_gpus_are_named_with_their_model_and_those_left_unused_are_counted(monkeypatch):
+    """No GPU here: TensorFlow's device list and details are stood in for two cards."""
+    import types
+
+    import tensorflow as tf
+
+    import train
+
+    cards = [types.SimpleNamespace(name=f"/physical_device:GPU:{i}", device_type="GPU") for i in (0, 1)]
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: cards if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda card: {"device_name": "NVIDIA GeForce RTX 3050", "compute_capability": (8, 6)})
+    assert train.describe_devices(tf.distribute.get_strategy(), mixed_precision=False) == (
+        "devices: GPU:0 NVIDIA GeForce RTX 3050 (compute capability 8.6) "
+        "(1 more GPU unused: --strategy mirrored uses every GPU); float32")
+    mirrored = types.SimpleNamespace(extended=types.SimpleNamespace(worker_devices=(
+        "/job:localhost/replica:0/task:0/device:GPU:0", "/job:localhost/replica:0/task:0/device:GPU:1")))
+    assert train.describe_devices(mirrored, mixed_precision=True) == (
+        "devices: GPU:0 NVIDIA GeForce RTX 3050 (compute capability 8.6), "
+        "GPU:1 NVIDIA GeForce RTX 3050 (compute capability 8.6); mixed float16")
