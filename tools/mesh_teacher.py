@@ -360,7 +360,7 @@ def parse_args(argv=None):
     fit.add_argument("--data-dir", required=True)
     fit.add_argument("--out", required=True, help="the map (.npz)")
     fit.add_argument("--alphas", type=float, nargs="+", default=[0.01, 0.1, 1.0, 10.0])
-    model_default = str(Path(__file__).resolve().parents[1] / "models/keras/best_model.weights.h5")
+    model_default = str(Path(__file__).resolve().parents[1] / "models/landmarks_float32.tflite")
     score = sub.add_parser("score", parents=[common], help="NME of the mapped mesh, the model and their mean")
     score.add_argument("--data-dir", required=True)
     score.add_argument("--map", required=True)
