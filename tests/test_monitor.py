@@ -92,6 +92,9 @@ class StandInPicamera2:
     video: Path | None = None
     sizes = None
     opened: list = []
+    paced = True  # frames come at the frame rate; False: as fast as they are taken
+    loops = 1  # plays the file this many times
+    on_frame = None  # called with the frame's index before it is served
 
     def __init__(self, camera_num=0):
         if self.video is None or camera_num != 0:
@@ -113,8 +116,15 @@ class StandInPicamera2:
 
     def capture_array(self, name="main"):
         assert self.running and name == "main"
-        time.sleep(max(0.0, self.started + self.frames / self.frame_rate - time.monotonic()))
+        if self.paced:
+            time.sleep(max(0.0, self.started + self.frames / self.frame_rate - time.monotonic()))
+        if type(self).on_frame is not None:  # read from the class: a plain function, not a method
+            type(self).on_frame(self.frames)
         ok, frame = self.capture.read()
+        if not ok and self.loops > 1:
+            self.loops -= 1
+            self.capture.open(str(self.video))
+            ok, frame = self.capture.read()
         if not ok:
             raise RuntimeError("Camera frontend has timed out!")
         size = self.sizes[self.frames] if self.sizes else self.size
@@ -132,7 +142,7 @@ class StandInPicamera2:
 def picamera2(monkeypatch):
     """A stand-in picamera2 module: set ``.Picamera2.video`` to the file it films."""
     module = types.ModuleType("picamera2")
-    camera_class = type("Picamera2", (StandInPicamera2,), {"video": None, "sizes": None, "opened": []})
+    camera_class = type("Picamera2", (StandInPicamera2,), {"opened": []})
     module.Picamera2 = camera_class
     monkeypatch.setitem(sys.modules, "picamera2", module)
     return module
@@ -329,6 +339,37 @@ def test_the_log_rotates_by_size_and_a_cut_line_is_not_continued(tmp_path):
     log.write({"frame": 2})
     log.close()
     assert (tmp_path / "y.jsonl").read_text().splitlines()[-1] == '{"frame": 2}'
+
+
+def test_soak_a_camera_left_running_keeps_files_and_memory_bounded(model, yale_photos, picamera2, tmp_path,
+                                                                    capsys):
+    """3,000 frames from the stand-in camera (a 12 s clip with a 3 s eye closure, looped),
+    the per-frame log rotated at 0.5 MB, a 2 s PERCLOS window that slides all the time:
+    two log files of at most 0.5 MB each, the newest lines in order, and the memory the
+    run holds (tracemalloc) the same after 3,000 frames as after 1,000."""
+    import tracemalloc
+
+    camera = picamera2.Picamera2
+    camera.video = closure_clip(tmp_path / "scene.avi", yale_photos, 3.0, 3.0, 6.0)
+    camera.paced, camera.loops = False, 26  # 26 x 120 frames
+    held = {}
+    camera.on_frame = lambda index: held.__setitem__(index, tracemalloc.get_traced_memory()[0]) if index in (
+        1000, 2999) else None
+    out = tmp_path / "out"
+    tracemalloc.start()
+    try:
+        code = predict.main(["--video", "picamera2", "--out", str(out), "--log", "frames", "--log-max-mb", "0.5",
+                             "--window-s", "2", "--min-window-s", "1", "--max-frames", "3000"])
+    finally:
+        tracemalloc.stop()
+    assert code == predict.EXIT_OK, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["picamera2_landmarks.jsonl", "picamera2_landmarks.jsonl.1"]
+    sizes = [p.stat().st_size for p in out.iterdir()]
+    assert all(size <= 500_000 for size in sizes) and sum(sizes) > 500_000
+    lines = ((out / "picamera2_landmarks.jsonl.1").read_text() + (out / "picamera2_landmarks.jsonl").read_text())
+    frames = [json.loads(line)["frame"] for line in lines.splitlines()]
+    assert frames == list(range(3000 - len(frames), 3000))
+    assert held[2999] - held[1000] < 1_000_000, held
 
 
 # ---------------------------------------------------------------------------------------
