@@ -275,8 +275,8 @@ def main(argv=None) -> int:
     print(f"{service.model.path.name} loaded ({service.model.image_dim}x{service.model.image_dim} "
           f"input); serving on http://{host}:{server.port}/", flush=True)
     if live is not None:
-        live.start()
         print(f"live page of {args.camera}: http://{host}:{server.port}/live", flush=True)
+        live.start()
     if not is_loopback(args.host):
         print(f"note: listening on {args.host}: anyone who can reach this machine can use the "
               "page and the API (there is no login)", flush=True)

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import types
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -479,3 +480,89 @@ def test_monitor_events_no_face_and_drowsiness_end(model, yale_photos):
     assert end["time_s"] == pytest.approx(7.0, abs=0.15)  # the closure left the 5 s window
     assert no_face["since_s"] == pytest.approx(8.9) and no_face["time_s"] == pytest.approx(10.9)
     assert back["time_s"] == pytest.approx(12.0)
+
+
+# ---------------------------------------------------------------------------------------
+# The examples in docs/monitor.md
+# ---------------------------------------------------------------------------------------
+
+EXAMPLES = REPO_DIR / "docs" / "examples"
+
+STAND_IN_GPIOZERO = '''
+"""gpiozero's Buzzer on a stand-in pin: each state it is set to, and when, goes to a file."""
+import json, os, time
+
+
+class Buzzer:
+    def __init__(self, pin):
+        self.pin = pin
+        self.log = open(os.environ["STAND_IN_PIN_LOG"], "a")
+
+    def _set(self, state):
+        self.log.write(json.dumps({"pin": self.pin, "state": state, "t": time.monotonic()}) + "\\n")
+
+    def beep(self, on_time=1, off_time=1, n=None, background=True):
+        assert n is not None and not background, "the example must end, and wait for its beeps"
+        for _ in range(n):
+            self._set(True)
+            time.sleep(on_time)
+            self._set(False)
+            time.sleep(off_time)
+
+    def close(self):
+        self.log.close()
+'''
+
+
+def test_the_gpio_example_beeps_on_a_stand_in_pin(tmp_path, monkeypatch):
+    """docs/examples/buzzer.py run by the event command as the docs show: five beeps on
+    GPIO 17 for drowsy, one long one for no_face, nothing for a blink."""
+    (tmp_path / "gpiozero.py").write_text(STAND_IN_GPIOZERO)
+    pin_log = tmp_path / "pin.jsonl"
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("STAND_IN_PIN_LOG", str(pin_log))
+    monkeypatch.chdir(REPO_DIR)
+    hook = monitor.EventHook(f"{sys.executable} docs/examples/buzzer.py", types=monitor.EVENT_TYPES, every_s=0.0)
+    states = []
+    for event in ({"type": "drowsy", "time_s": 3.6, "track_id": 0, "perclos": 0.2},
+                  {"type": "blink", "time_s": 5.0, "track_id": 0},
+                  {"type": "no_face", "time_s": 9.0, "since_s": 4.0}):
+        assert hook.offer(event)
+        while hook.waiting or not pin_log.exists() and event["type"] != "blink":
+            time.sleep(0.05)
+        time.sleep(0.1)
+    hook.close(wait_s=30.0)
+    assert hook.counts == {"run": 3, "failed": 0, "rate_limited": 0, "dropped": 0}
+    records = [json.loads(line) for line in pin_log.read_text().splitlines()]
+    states = [(r["pin"], r["state"]) for r in records]
+    assert states == [(17, True), (17, False)] * 5 + [(17, True), (17, False)]
+    assert records[-1]["t"] - records[-2]["t"] == pytest.approx(1.0, abs=0.3)  # the long beep
+
+
+def test_the_systemd_unit_in_the_docs_is_valid(tmp_path):
+    """systemd-analyze verify on the unit with its paths pointed at this checkout, and its
+    command line run: the flags are app.py's, and the page serves without a Pi camera."""
+    import shlex
+    import shutil
+
+    unit = (EXAMPLES / "drowsiness-monitor.service").read_text()
+    here = unit.replace("/home/pi/landmarks/.venv/bin/python", sys.executable).replace(
+        "/home/pi/landmarks", str(REPO_DIR)).replace("User=pi", f"User={os.environ.get('USER', 'root')}")
+    if shutil.which("systemd-analyze"):
+        path = tmp_path / "drowsiness-monitor.service"
+        path.write_text(here)
+        result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert str(path) not in result.stderr, result.stderr  # no warning about the unit itself
+    command = next(line for line in here.splitlines() if line.startswith("ExecStart="))[len("ExecStart="):]
+    argv = shlex.split(command.replace("--host 0.0.0.0", "--host 127.0.0.1 --port 0"))
+    server = subprocess.Popen(argv, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = iter(server.stdout.readline, "")
+        url = next(line.split()[-1] for line in lines if line.startswith("live page of picamera2:"))
+        with urllib.request.urlopen(url.replace("/live", "/live/status"), timeout=60) as response:
+            state = json.load(response)
+        assert state["source"] == "picamera2"
+    finally:
+        server.terminate()
+        server.wait(30)
