@@ -43,8 +43,10 @@ class LiveMonitor:
     ``stream()`` generators and ``status()`` calls from the web server's threads; ``stop()``."""
 
     def __init__(self, source_spec: str, model, detector, tracker_options=None, measure_options=None,
-                 blink_options=None, options: monitor.OutputOptions | None = None, jpeg_quality: int = 80):
+                 blink_options=None, options: monitor.OutputOptions | None = None, jpeg_quality: int = 80,
+                 realtime: bool = True):
         self.source_spec = source_spec
+        self.realtime = realtime  # a video file at its frame rate (False: as fast as it goes)
         self.options = options or monitor.OutputOptions()
         self.monitor = monitor.Monitor(model, detector, tracker_options, measure_options, blink_options,
                                        self.options.no_face_s)
@@ -100,7 +102,7 @@ class LiveMonitor:
         played = 0
         recent: collections.deque = collections.deque(maxlen=30)
         while not self._stopping.is_set():
-            if not source.is_camera:  # a file plays in real time
+            if not source.is_camera and self.realtime:  # a file plays in real time
                 self._stopping.wait(max(0.0, file_start + played / source.fps - time.monotonic()))
             frame = source.read()
             if frame is None:
