@@ -614,6 +614,29 @@ def make_hook(options: OutputOptions) -> EventHook | None:
 # predict.py --video
 # ---------------------------------------------------------------------------------------
 
+class StopSignals:
+    """While it is in place (main thread only), SIGTERM (systemctl stop) and SIGINT (Ctrl+C)
+    only set ``received`` (the signal's name): the frame loop ends at the next frame and
+    closes its files, so a recording stays playable and the log whole. A second signal acts
+    as usual (Ctrl+C twice stops a read that hangs)."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number, frame) -> None:
+        self.received = signal.Signals(number).name
+        signal.signal(number, self._previous.get(number, signal.SIG_DFL))
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+
 def run_video(source_spec: str, model, detector, out_dir: Path, max_frames: int = 0, draw: bool = True,
               tracker_options: tracking.TrackerOptions | None = None,
               measure_options: face_measures.MeasureOptions | None = None,
@@ -658,9 +681,13 @@ def run_video(source_spec: str, model, detector, out_dir: Path, max_frames: int 
     track_ids: set = set()
     read_s = measure_s = draw_s = 0.0
     output_error, stopped = None, "end"
+    stop_signal = StopSignals()
     started = time.perf_counter()
     try:
         while not max_frames or frames < max_frames:
+            if stop_signal.received:
+                stopped = "signal"
+                break
             tick = time.perf_counter()
             frame = source.read()
             read_s += time.perf_counter() - tick
@@ -702,9 +729,10 @@ def run_video(source_spec: str, model, detector, out_dir: Path, max_frames: int 
                 break
         else:
             stopped = "max_frames"
-    except KeyboardInterrupt:
-        stopped = "interrupted"  # Ctrl+C stops a camera: the outputs are closed below
+    except KeyboardInterrupt:  # a second Ctrl+C, while a read was stuck
+        stopped = "signal"
     finally:  # whatever stops the loop, what was written stays playable and whole
+        stop_signal.restore()
         source.release()
         log.close()
         if recorder is not None:
@@ -729,6 +757,10 @@ def run_video(source_spec: str, model, detector, out_dir: Path, max_frames: int 
         print("wrote " + " and ".join(written))
     if output_error is not None:
         return predict.EXIT_BAD_INPUT
+    if stopped == "signal":
+        print(f"{source.name}: stopped ({stop_signal.received or 'interrupted'}) after {frames} frames; "
+              "the files are closed and whole")
+        return predict.EXIT_OK if with_face else predict.EXIT_NO_FACE
     if camera and stopped == "end":
         print(f"error: {source.name}: stopped delivering frames after {frames} (unplugged?)", file=sys.stderr)
         return predict.EXIT_BAD_INPUT

@@ -325,6 +325,44 @@ def test_a_read_only_output_folder_is_an_error_not_a_traceback(yale_photos, tmp_
     assert "Traceback" not in result.stderr
 
 
+def test_stopping_the_service_leaves_a_playable_video_and_a_whole_log(yale_photos, tmp_path):
+    """SIGTERM (systemctl stop) mid-run: the loop ends at the next frame and closes its
+    files: the .mp4 plays, with as many frames as the log has lines."""
+    clip = closure_clip(tmp_path / "talk.avi", yale_photos, 60.0, 0.0, 0.0)  # 600 frames
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "predict.py", "--video", str(clip), "--out", str(out)],
+                               cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "talk_landmarks.jsonl"
+    wait_until = time.monotonic() + 120
+    while not (log.exists() and log.stat().st_size > 50_000) and time.monotonic() < wait_until:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == predict.EXIT_OK, stderr
+    lines = log.read_text().splitlines()
+    assert f"stopped (SIGTERM) after {len(lines)} frames; the files are closed and whole" in stdout
+    assert 0 < len(lines) < 600 and "ended after" not in stderr
+    assert len(read_video(out / "talk_landmarks.mp4")) == len(lines)
+
+
+def test_a_camera_with_an_unwritable_log_folder_keeps_monitoring(model, yale_photos, picamera2, tmp_path,
+                                                                  capsys):
+    """From a camera, an output that cannot be written stops the writing, not the monitor:
+    the events still come, on the console and to the event command."""
+    picamera2.Picamera2.video = closure_clip(tmp_path / "scene.avi", yale_photos, 1.0, 3.0, 1.0)  # 1 s shut at 30/s
+    seen = tmp_path / "seen.jsonl"
+    with read_only_folder(tmp_path / "ro") as out:
+        code = predict.main(["--video", "picamera2", "--out", str(out), "--max-frames", "50",
+                             "--on-event", f"cat >> {seen}"])
+    captured = capsys.readouterr()
+    assert code == predict.EXIT_BAD_INPUT
+    assert captured.err.count("error: ") == 1
+    assert f"error: {out / 'picamera2_events.jsonl'}: cannot write (" in captured.err
+    assert "stopped writing, what was written is kept; the monitor goes on" in captured.err
+    assert "face 0: DROWSY at" in captured.out and "long closure" in captured.out
+    assert [json.loads(line)["type"] for line in seen.read_text().splitlines()] == ["drowsy", "long_closure"]
+
+
 def test_the_log_rotates_by_size_and_a_cut_line_is_not_continued(tmp_path):
     log = monitor.JsonLog(tmp_path / "x.jsonl", append=True, max_bytes=1000)
     for index in range(100):
