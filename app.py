@@ -30,8 +30,8 @@ from pathlib import PurePosixPath
 from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+import predict  # noqa: I001 - first: it caps OpenCV's image decoders before cv2 loads
 import live as live_page
-import predict
 
 DEFAULT_MAX_UPLOAD_MB = 16
 DEFAULT_WORKERS = 2

@@ -23,13 +23,13 @@ import sys
 import threading
 import time
 
+import predict  # noqa: I001 - first: it caps OpenCV's image decoders before cv2 loads
 import cv2
 from flask import Flask, Response, jsonify, render_template
 
 import config
 import face_measures
 import monitor
-import predict
 import tracking
 from face_detector import InputError
 

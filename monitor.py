@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import predict  # noqa: I001 - first: it caps OpenCV's image decoders before cv2 loads
 import cv2
 import numpy as np
 
 import config
 import face_measures
-import predict
 import tracking
 from face_detector import InputError
 
