@@ -2,6 +2,7 @@
 
     python app.py                                   # http://127.0.0.1:5000
     python app.py --model models/landmarks_float32.tflite --host 0.0.0.0 --port 8000
+    python app.py --camera picamera2                # and a live drowsiness page at /live (docs/monitor.md)
 
     curl -F image=@imgs/test_image.jpeg http://127.0.0.1:5000/api/landmarks
     curl --data-binary @imgs/test_image.jpeg http://127.0.0.1:5000/api/landmarks

@@ -6,6 +6,7 @@
     python predict.py photos/ --no-draw                    # only the JSON, no annotated images
     python predict.py --video 0                            # camera 0: tracked faces, frames/s
     python predict.py --video clip.mp4 --no-draw           # only the per-frame JSON lines
+    python predict.py --video picamera2 --on-event CMD     # Pi camera: events logged, CMD run (docs/monitor.md)
 
 Imports only NumPy, OpenCV, Pillow and ai-edge-litert (or tf.lite when TensorFlow happens
 to be installed). The face is framed by geometry.frame_face, exactly as in training.

@@ -103,6 +103,17 @@ def test_viewers_share_one_tracker_and_one_that_leaves_is_let_go(serve, yale_pho
     assert status(base)["viewers"] == 0
 
 
+def test_the_event_command_runs_from_the_live_monitor(serve, yale_photos, tmp_path):
+    import monitor
+
+    seen = tmp_path / "seen.jsonl"
+    clip = closure_clip(tmp_path / "camera.avi", yale_photos, 1.0, 2.0, 1.0)
+    serve(str(clip), options=monitor.OutputOptions(on_event=f"cat >> {seen}", on_event_types=("drowsy",)))
+    wait_until(lambda: seen.exists() and seen.read_text().endswith("\n"), "the command to get the drowsy event")
+    event = json.loads(seen.read_text().splitlines()[0])
+    assert event["type"] == "drowsy" and event["track_id"] == 0
+
+
 def test_a_camera_that_goes_away_is_reported_and_the_page_keeps_serving(serve, picamera2, yale_photos, tmp_path):
     picamera2.Picamera2.video = closure_clip(tmp_path / "camera.avi", yale_photos, 1.0, 0.0, 0.0)
     base, monitor = serve("picamera2")
