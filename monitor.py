@@ -1,7 +1,7 @@
 """A drowsiness monitor you can leave running: camera sources, the frame loop, bounded
 outputs and a command run on each event. predict.py --video and app.py --camera use it.
 
-    python predict.py --video picamera2 --on-event 'python3 buzz.py'   # the Pi camera
+    python predict.py --video picamera2 --on-event 'python docs/examples/buzzer.py'  # Pi camera
     python predict.py --video 0 --record                                # USB camera, video kept
     python predict.py --video clip.mp4                                  # a file, as before
 
@@ -11,8 +11,9 @@ through the ``picamera2`` library, which Raspberry Pi OS ships as ``python3-pica
 
 Outputs never grow without bound for a camera unless asked: the log holds the events only
 (or, with ``--log frames``, one line per frame, rotated by size) and the annotated video is
-written only with ``--record``. For a file the outputs are as they were: the per-frame log
-and the annotated video. docs/monitor.md says more.
+written only with ``--record``. For a file: the per-frame log and the annotated video.
+A run never replaces an earlier run's files (``-2``, ``-3``... are added), and what it
+writes stays whole and playable whatever stops it. docs/monitor.md says more.
 
 NumPy and OpenCV only: this module runs on the Raspberry Pi path.
 """
