@@ -2,6 +2,7 @@
 
     python app.py                                   # http://127.0.0.1:5000
     python app.py --model models/landmarks_float32.tflite --host 0.0.0.0 --port 8000
+    python app.py --camera picamera2                # and a live drowsiness page at /live (docs/monitor.md)
 
     curl -F image=@imgs/test_image.jpeg http://127.0.0.1:5000/api/landmarks
     curl --data-binary @imgs/test_image.jpeg http://127.0.0.1:5000/api/landmarks
@@ -30,7 +31,8 @@ from pathlib import PurePosixPath
 from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-import predict
+import predict  # noqa: I001 - first: it caps OpenCV's image decoders before cv2 loads
+import live as live_page
 
 DEFAULT_MAX_UPLOAD_MB = 16
 DEFAULT_WORKERS = 2
@@ -138,14 +140,17 @@ def json_error(status: int, message: str):
 
 def create_app(model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT_DETECTOR,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
-               max_pending: int = DEFAULT_MAX_PENDING) -> Flask:
-    """The Flask app, with the model loaded once (InputError if it cannot be)."""
+               max_pending: int = DEFAULT_MAX_PENDING, live: live_page.LiveMonitor | None = None) -> Flask:
+    """The Flask app, with the model loaded once (InputError if it cannot be); with ``live``,
+    the camera's live page too (live.py)."""
     service = LandmarkService(model_path, detector, workers, max_pending)
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.json.sort_keys = False  # the keys in predict.py --json's order
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     app.extensions["landmarks"] = service
+    if live is not None:
+        live_page.register(app, live)
 
     @app.get("/")
     def index():
@@ -252,10 +257,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-upload-mb", type=positive_megabytes, default=DEFAULT_MAX_UPLOAD_MB)
     parser.add_argument("--workers", type=predict.positive_int, default=DEFAULT_WORKERS,
                         help="images processed at once (one TFLite interpreter each)")
+    live_page.add_flags(parser)
     args = parser.parse_args(argv)
 
     try:
-        app = create_app(args.model, args.detector, args.max_upload_mb, args.workers)
+        live = live_page.from_args(parser, args, args.model, args.detector)
+        app = create_app(args.model, args.detector, args.max_upload_mb, args.workers, live=live)
     except predict.InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return predict.EXIT_BAD_INPUT
@@ -268,6 +275,9 @@ def main(argv=None) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"{service.model.path.name} loaded ({service.model.image_dim}x{service.model.image_dim} "
           f"input); serving on http://{host}:{server.port}/", flush=True)
+    if live is not None:
+        print(f"live page of {args.camera}: http://{host}:{server.port}/live", flush=True)
+        live.start()
     if not is_loopback(args.host):
         print(f"note: listening on {args.host}: anyone who can reach this machine can use the "
               "page and the API (there is no login)", flush=True)
@@ -277,6 +287,8 @@ def main(argv=None) -> int:
         pass
     finally:
         server.server_close()
+        if live is not None:
+            live.stop()
     return predict.EXIT_OK
 
 

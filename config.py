@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +139,28 @@ def options_from_args(args: argparse.Namespace, options_class):
     """The options dataclass that add_option_flags' flags describe."""
     return options_class(**{option.name: getattr(args, option.name)
                             for option in dataclasses.fields(options_class)})
+
+
+# Ranges for the "check" metadata of option fields: (test, what the flag wants). NaN fails
+# every test, and so does infinity: no option means anything at infinity.
+AT_LEAST_0 = (lambda v: v >= 0, "at least 0")
+AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+ABOVE_0 = (lambda v: v > 0, "above 0")
+FROM_0_TO_1 = (lambda v: 0 <= v <= 1, "from 0 to 1")
+ABOVE_0_TO_1 = (lambda v: 0 < v <= 1, "above 0 and at most 1")
+
+
+def option_problems(options) -> list[str]:
+    """One line per field of an options dataclass whose value is outside the range in its
+    metadata's ``check``, naming the flag: ``--d-cutoff: wants a number above 0, got 0.0``."""
+    problems = []
+    for option in dataclasses.fields(options):
+        check = option.metadata.get("check")
+        value = getattr(options, option.name)
+        if check is None or value is None or isinstance(value, bool):
+            continue
+        test, wanted = check
+        if not (math.isfinite(value) and test(value)):
+            kind = "whole number" if isinstance(value, int) else "number"
+            problems.append(f"--{option.name.replace('_', '-')}: wants a {kind} {wanted}, got {value}")
+    return problems

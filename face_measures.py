@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 import geometry
-from config import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
+from config import ABOVE_0, ABOVE_0_TO_1, AT_LEAST_0, AT_LEAST_1, LEFT_EYE_OUTER, RIGHT_EYE_OUTER
 
 # 68-point (iBUG) index groups, 0-based. The eyes are geometry.RIGHT_EYE_68 (36-41, the
 # person's right: the image's left in a frontal photo) and geometry.LEFT_EYE_68 (42-47);
@@ -407,17 +407,17 @@ def draw_measures(image_bgr: np.ndarray, faces: list[dict], extra_lines=None) ->
 class BlinkOptions:
     """Thresholds of BlinkMonitor; docs/face_measures.md gives the source of each default."""
 
-    ear_close: float = field(default=0.21, metadata={"help": "EAR below this: the eyes close"})
-    ear_open: float = field(default=0.25, metadata={"help": "EAR above this: open again (hysteresis)"})
-    min_closed_frames: int = field(default=2, metadata={"help": "frames below ear_close for a blink"})
-    max_blink_s: float = field(default=0.5, metadata={"help": "longer closures are long closures, not blinks"})
-    window_s: float = field(default=60.0, metadata={"help": "sliding window of PERCLOS and blink rate"})
-    min_window_s: float = field(default=10.0, metadata={"help": "PERCLOS and rate need this much video"})
-    perclos_drowsy: float = field(default=0.15, metadata={"help": "PERCLOS at or above this: drowsy"})
-    mar_yawn: float = field(default=0.6, metadata={"help": "MAR above this: a yawn starts"})
-    mar_yawn_end: float = field(default=0.45, metadata={"help": "MAR below this: the yawn ends"})
-    min_yawn_s: float = field(default=1.5, metadata={"help": "shorter mouth openings are not yawns"})
-    max_gap_s: float = field(default=0.5, metadata={"help": "a longer gap without values drops an event under way"})
+    ear_close: float = field(default=0.21, metadata={"help": "EAR below this: the eyes close", "check": ABOVE_0})
+    ear_open: float = field(default=0.25, metadata={"help": "EAR above this: open again (hysteresis)", "check": ABOVE_0})
+    min_closed_frames: int = field(default=2, metadata={"help": "frames below ear_close for a blink", "check": AT_LEAST_1})
+    max_blink_s: float = field(default=0.5, metadata={"help": "longer closures are long closures, not blinks", "check": ABOVE_0})
+    window_s: float = field(default=60.0, metadata={"help": "sliding window of PERCLOS and blink rate", "check": ABOVE_0})
+    min_window_s: float = field(default=10.0, metadata={"help": "PERCLOS and rate need this much video", "check": AT_LEAST_0})
+    perclos_drowsy: float = field(default=0.15, metadata={"help": "PERCLOS at or above this: drowsy", "check": ABOVE_0_TO_1})
+    mar_yawn: float = field(default=0.6, metadata={"help": "MAR above this: a yawn starts", "check": ABOVE_0})
+    mar_yawn_end: float = field(default=0.45, metadata={"help": "MAR below this: the yawn ends", "check": ABOVE_0})
+    min_yawn_s: float = field(default=1.5, metadata={"help": "shorter mouth openings are not yawns", "check": AT_LEAST_0})
+    max_gap_s: float = field(default=0.5, metadata={"help": "a longer gap without values drops an event under way", "check": ABOVE_0})
 
 
 @dataclass
@@ -462,8 +462,14 @@ class BlinkMonitor:
 
     def __init__(self, options: BlinkOptions | None = None):
         self.options = options or BlinkOptions()
-        self.events: list[EyeEvent] = []  # every blink, long closure and yawn, in order
+        # The blinks, long closures and yawns that ended in the last window_s seconds, in
+        # order; totals since the start in ``totals``. Memory and time per frame stay the
+        # same however long the face is watched.
+        self.events: deque[EyeEvent] = deque()
+        self.totals = {"blink": 0, "long_closure": 0, "yawn": 0}
+        self._new_events: list[EyeEvent] = []
         self._samples: deque = deque()  # (timestamp, seconds it covers, eyes closed?)
+        self._covered_s = self._closed_s = 0.0  # running sums over _samples
         self._last_time: float | None = None
         self._last_ear_time: float | None = None
         self._last_mar_time: float | None = None
@@ -478,7 +484,7 @@ class BlinkMonitor:
         the events that ended on this frame."""
         if self._last_time is not None and timestamp_s <= self._last_time:
             raise ValueError(f"timestamps must increase: {timestamp_s} after {self._last_time}")
-        count_before = len(self.events)
+        self._new_events = []
         ears = [float(v) for v in (left_ear, right_ear) if v is not None]
         ear = sum(ears) / len(ears) if ears else None
         if ear is not None:
@@ -487,8 +493,12 @@ class BlinkMonitor:
             self._update_mouth(timestamp_s, float(mar))
         self._last_time = timestamp_s
         self._drop_old(timestamp_s)
-        new_events = [event.to_json() for event in self.events[count_before:]]
-        return {**self.state(), "new_events": new_events}
+        return {**self.state(), "new_events": [event.to_json() for event in self._new_events]}
+
+    def _add_event(self, event: EyeEvent) -> None:
+        self.events.append(event)
+        self._new_events.append(event)
+        self.totals[event.kind] += 1
 
     def _update_eyes(self, now: float, ear: float) -> None:
         opts = self.options
@@ -497,7 +507,10 @@ class BlinkMonitor:
             self._closure_start, self._closed_frames = None, 0  # a closure across a gap is unknown
             gap = None
         self._last_ear_time = now
-        self._samples.append((now, min(gap, opts.max_gap_s) if gap is not None else 0.0, ear < opts.ear_close))
+        covers = min(gap, opts.max_gap_s) if gap is not None else 0.0
+        self._samples.append((now, covers, ear < opts.ear_close))
+        self._covered_s += covers
+        self._closed_s += covers if ear < opts.ear_close else 0.0
         if self._closure_start is None:
             if ear < opts.ear_close:
                 self._closure_start, self._closed_frames = now, 1
@@ -505,7 +518,7 @@ class BlinkMonitor:
         if ear > opts.ear_open:
             if self._closed_frames >= opts.min_closed_frames:
                 kind = "blink" if now - self._closure_start <= opts.max_blink_s else "long_closure"
-                self.events.append(EyeEvent(kind, self._closure_start, now))
+                self._add_event(EyeEvent(kind, self._closure_start, now))
             self._closure_start, self._closed_frames = None, 0
         elif ear < opts.ear_close:
             self._closed_frames += 1
@@ -520,26 +533,37 @@ class BlinkMonitor:
                 self._yawn_start = now
         elif mar < opts.mar_yawn_end:
             if now - self._yawn_start >= opts.min_yawn_s:
-                self.events.append(EyeEvent("yawn", self._yawn_start, now))
+                self._add_event(EyeEvent("yawn", self._yawn_start, now))
             self._yawn_start = None
 
     def _drop_old(self, now: float) -> None:
-        while self._samples and self._samples[0][0] <= now - self.options.window_s:
-            self._samples.popleft()
+        start = now - self.options.window_s
+        while self._samples and self._samples[0][0] <= start:
+            _, covers, closed = self._samples.popleft()
+            self._covered_s -= covers
+            self._closed_s -= covers if closed else 0.0
+        if not self._samples:  # no rounding error carried over from the samples gone
+            self._covered_s = self._closed_s = 0.0
+        while self.events and self.events[0].end_s <= start:
+            self.events.popleft()
 
     # -- what it has seen ----------------------------------------------------------------
     def count(self, kind: str, since_s: float | None = None) -> int:
-        return sum(1 for e in self.events if e.kind == kind and (since_s is None or e.end_s > since_s))
+        """Events of this kind since the start, or (``since_s``, within the window) those
+        that ended after ``since_s``."""
+        if since_s is None:
+            return self.totals[kind]
+        return sum(1 for e in self.events if e.kind == kind and e.end_s > since_s)
 
     def covered_s(self) -> float:
         """Seconds of the window with EAR values."""
-        return float(sum(covers for _, covers, _ in self._samples))
+        return max(self._covered_s, 0.0)
 
     def perclos(self) -> float | None:
         covered = self.covered_s()
         if covered < self.options.min_window_s or covered <= 0:
             return None
-        return float(sum(covers for _, covers, closed in self._samples if closed)) / covered
+        return min(max(self._closed_s, 0.0) / covered, 1.0)
 
     def blink_rate_per_min(self) -> float | None:
         covered = self.covered_s()

@@ -6,6 +6,7 @@
     python predict.py photos/ --no-draw                    # only the JSON, no annotated images
     python predict.py --video 0                            # camera 0: tracked faces, frames/s
     python predict.py --video clip.mp4 --no-draw           # only the per-frame JSON lines
+    python predict.py --video picamera2 --on-event CMD     # Pi camera: events logged, CMD run (docs/monitor.md)
 
 Imports only NumPy, OpenCV, Pillow and ai-edge-litert (or tf.lite when TensorFlow happens
 to be installed). The face is framed by geometry.frame_face, exactly as in training.
@@ -430,95 +431,12 @@ def annotate_image(path, model: LandmarkModel, detector, box=None,
 def run_video(source: str, model: LandmarkModel, detector, out_dir: Path, max_frames: int = 0,
               draw: bool = True, options: tracking.TrackerOptions | None = None,
               measure_options: face_measures.MeasureOptions | None = None,
-              blink_options: face_measures.BlinkOptions | None = None) -> int:
-    """Track the faces of a video file or camera (tracking.FaceTracker). Writes the video
-    log ``<name>_landmarks.jsonl`` (one line per frame: each face with its track id, measures
-    and blink monitor; docs/json_schema.md) and, unless ``draw`` is off,
-    ``<name>_landmarks.mp4``. Prints each blink/yawn event, frames/s and the time split.
-    A video that ends early keeps the frames done, in playable files, and exits with 2."""
-    is_camera = source.isdigit()
-    capture = cv2.VideoCapture(int(source) if is_camera else source)
-    if not capture.isOpened():
-        capture.release()
-        if is_camera:
-            fault = "cannot open camera (is it connected, and free?)"
-        elif not Path(source).is_file():
-            fault = "cannot open video: no such file"
-        else:
-            fault = "cannot open video: not a video OpenCV can read, or cut short before its index"
-        print(f"error: {source}: {fault}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    expected = 0 if is_camera else int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{'camera' + source if is_camera else Path(source).stem}_landmarks"
-    video_path, json_path = stem.with_suffix(".mp4"), stem.with_suffix(".jsonl")
-    tracker = tracking.FaceTracker(model, detector, options)
-    monitors = face_measures.FaceMonitors(blink_options, measure_options)
-    writer, track_ids = None, set()
-    frames = with_face = 0
-    read_s = measure_s = draw_s = 0.0
-    started = time.perf_counter()
-    try:
-        with json_path.open("w") as json_file:
-            while not max_frames or frames < max_frames:
-                tick = time.perf_counter()
-                ok, frame = capture.read()
-                read_s += time.perf_counter() - tick
-                if not ok:
-                    break
-                timestamp = time.perf_counter() - started if is_camera else frames / fps_in
-                tracked = tracker.update(frame, timestamp)
-                tick = time.perf_counter()
-                size = (frame.shape[1], frame.shape[0])
-                faces = [monitors.observe(timestamp, face.track_id, record, face.landmarks_px, size)
-                         for face, record in zip(tracked, faces_json(tracked))]
-                monitors.forget(face.track_id for face in tracked)
-                measure_s += time.perf_counter() - tick
-                json_file.write(json.dumps({"frame": frames, "time_s": round(timestamp, 4),
-                                            "faces": faces}) + "\n")
-                for face in faces:
-                    for event in face["monitor"]["new_events"]:
-                        print(face_measures.event_text(face["track_id"], event))
-                track_ids.update(face["track_id"] for face in faces)
-                with_face += bool(faces)
-                frames += 1
-                if draw:
-                    tick = time.perf_counter()
-                    annotated = face_measures.draw_measures(draw_landmarks(frame, faces), faces,
-                                                            monitors.summary_lines(faces))
-                    for face in faces:
-                        x, y = face["box"][:2]
-                        cv2.putText(annotated, str(face["track_id"]), (round(x), round(y) - 4),
-                                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 160, 0), 2)
-                    if writer is None:
-                        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_in,
-                                                 (annotated.shape[1], annotated.shape[0]))
-                    writer.write(annotated)
-                    draw_s += time.perf_counter() - tick
-    finally:  # whatever stops the loop, what was written stays a playable video
-        capture.release()
-        if writer is not None:
-            writer.release()
-    elapsed = time.perf_counter() - started
-    if frames == 0:
-        json_path.unlink(missing_ok=True)
-        print(f"error: {source}: no frames could be read", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    per_frame = {name: 1000 * seconds / frames for name, seconds in
-                 (("read", read_s), ("detect", tracker.timings["detect"]),
-                  ("landmarks", tracker.timings["landmarks"]), ("measures", measure_s), ("draw", draw_s))}
-    print(f"{source}: {frames} frames, a face in {with_face}, {len(track_ids)} track(s), "
-          f"{frames / elapsed:.1f} frames/s; ms per frame: "
-          + ", ".join(f"{name} {ms:.2f}" for name, ms in per_frame.items())
-          + f" (detector ran on {tracker.detector_calls} frames)")
-    print(f"wrote {json_path}" + (f" and {video_path}" if draw else ""))
-    # The frame count of some containers is an estimate from the duration: allow one frame.
-    if expected and frames < expected - 1 and not (max_frames and frames >= max_frames):
-        print(f"error: {source}: the video ended after {frames} of its {expected} frames "
-              f"(truncated or corrupt); the frames done were written", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return EXIT_OK if with_face else EXIT_NO_FACE
+              blink_options: face_measures.BlinkOptions | None = None, output_options=None) -> int:
+    """Track the faces of a video file or camera: monitor.run_video (docs/monitor.md)."""
+    import monitor  # here, not at the top: monitor imports this module
+
+    return monitor.run_video(source, model, detector, out_dir, max_frames, draw, options, measure_options,
+                             blink_options, output_options)
 
 
 # ---------------------------------------------------------------------------------------
@@ -569,6 +487,8 @@ def expand_inputs(paths) -> tuple[list[Path], list[str]]:
 
 
 def main(argv=None) -> int:
+    import monitor  # here, not at the top: monitor imports this module
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -585,17 +505,23 @@ def main(argv=None) -> int:
     parser.add_argument("--refine", action="store_true",
                         help="a second pass framed by the first pass's points, averaged with it (2x time, "
                         "more accurate on photos; in video the tracker already frames by the last points)")
-    parser.add_argument("--video", help="a video file or a camera index (0, 1, ...)")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop video after this many frames")
+    parser.add_argument("--video", help="a video file, a USB camera's index (0, 1, ...) or picamera2 "
+                        "(the Raspberry Pi camera module; docs/monitor.md)")
+    parser.add_argument("--max-frames", type=monitor.nonnegative_int, default=0,
+                        help="stop video after this many frames (0: at its end)")
     parser.add_argument("--focal-px", type=float, help="camera focal length in pixels, for the head "
                         "pose (default: the image's longer side; docs/face_measures.md)")
     parser.add_argument("--no-draw", dest="draw", action="store_false",
                         help="write only the JSON: no annotated image or video")
     config.add_option_flags(parser, tracking.TrackerOptions, "tracking (video)")
     config.add_option_flags(parser, face_measures.BlinkOptions, "blinks and yawns (video; docs/face_measures.md)")
+    monitor.add_flags(parser)
     args = parser.parse_args(join_negative_box(sys.argv[1:] if argv is None else list(argv)))
     if not args.images and args.video is None:
         parser.error("give image files (or --video SOURCE)")
+    tracker_options = config.options_from_args(args, tracking.TrackerOptions)
+    blink_options = config.options_from_args(args, face_measures.BlinkOptions)
+    monitor.check_flags(parser, tracker_options, blink_options)
 
     try:
         model = LandmarkModel(args.model, threads=args.threads, flip_average=args.flip_average,
@@ -612,10 +538,9 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     if args.video is not None:
         try:
-            return run_video(args.video, model, detector, out_dir, args.max_frames, args.draw,
-                             config.options_from_args(args, tracking.TrackerOptions),
-                             face_measures.MeasureOptions(focal_px=args.focal_px),
-                             config.options_from_args(args, face_measures.BlinkOptions))
+            return run_video(args.video, model, detector, out_dir, args.max_frames, args.draw, tracker_options,
+                             face_measures.MeasureOptions(focal_px=args.focal_px), blink_options,
+                             monitor.options_from_args(args))
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT

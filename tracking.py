@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 import geometry
+from config import ABOVE_0, AT_LEAST_0, AT_LEAST_1, FROM_0_TO_1
 
 # For a model exported without the confidence output (no face score): the least agreement
 # (IoU) between a crop's box and the box of the points found in it that keeps a track.
@@ -107,22 +108,27 @@ def face_score(prediction, box_xywh, roll_deg: float) -> float:
 
 @dataclass
 class TrackerOptions:
-    """How the tracker behaves; the defaults are what predict.py --video uses."""
+    """How the tracker behaves; the defaults are what predict.py --video uses.
+    config.option_problems checks the values against each field's ``check``."""
     detect_every: int = field(default=10, metadata={
-        "help": "run the detector every N frames to find new faces (0: only when nothing is tracked)"})
+        "help": "run the detector every N frames to find new faces (0: only when nothing is tracked)",
+        "check": AT_LEAST_0})
     max_faces: int = field(default=4, metadata={
-        "help": "faces tracked at once; with that many tracked the detector rests"})
+        "help": "faces tracked at once; with that many tracked the detector rests", "check": AT_LEAST_1})
     min_score: float = field(default=0.5, metadata={
-        "help": "a track whose face score falls below this is dropped (and the detector runs)"})
+        "help": "a track whose face score falls below this is dropped (and the detector runs)",
+        "check": FROM_0_TO_1})
     match_iou: float = field(default=0.3, metadata={
-        "help": "a detection overlapping a track by more than this IoU is that face, not a new one"})
+        "help": "a detection overlapping a track by more than this IoU is that face, not a new one",
+        "check": FROM_0_TO_1})
     min_inside: float = field(default=0.6, metadata={
-        "help": "a track with fewer of its points inside the picture is dropped"})
+        "help": "a track with fewer of its points inside the picture is dropped", "check": FROM_0_TO_1})
     smoothing: bool = field(default=True, metadata={"help": "One-Euro filter per track"})
     # Tuned on benchmarks/video.py's synthetic clip (see its --tune and the README).
-    min_cutoff: float = field(default=0.1, metadata={"help": "One-Euro cutoff at rest, Hz"})
-    beta: float = field(default=100.0, metadata={"help": "One-Euro speed coefficient, per face size"})
-    d_cutoff: float = field(default=1.0, metadata={"help": "One-Euro cutoff of the speed, Hz"})
+    min_cutoff: float = field(default=0.1, metadata={"help": "One-Euro cutoff at rest, Hz", "check": ABOVE_0})
+    beta: float = field(default=100.0, metadata={"help": "One-Euro speed coefficient, per face size",
+                                                  "check": AT_LEAST_0})
+    d_cutoff: float = field(default=1.0, metadata={"help": "One-Euro cutoff of the speed, Hz", "check": ABOVE_0})
 
 
 @dataclass

@@ -491,6 +491,18 @@ def test_the_window_slides():
     assert state["blink_rate_per_min"] == 0.0 and state["perclos"] == 0.0  # the window forgot it
 
 
+def test_a_monitor_left_running_for_an_hour_holds_only_its_window():
+    """An hour at 10 frames/s, a 0.3 s blink every 3 s (1,200 blinks): the totals count
+    them all, while the monitor keeps only the last minute's events, so its memory and its
+    work per frame do not grow with the hours (bench_monitor.py times it)."""
+    monitor = fm.BlinkMonitor()
+    state = feed(monitor, lambda t: 0.1 if 1.05 <= t % 3 < 1.35 else 0.3, 3600.0)
+    assert state["blinks"] == 1200 and monitor.count("blink") == 1200
+    assert len(monitor.events) == 20  # the blinks that ended in the last 60 s
+    assert state["blink_rate_per_min"] == pytest.approx(20.0, abs=0.4)
+    assert state["perclos"] == pytest.approx(0.1, abs=0.002) and not state["drowsy"]
+
+
 def test_gaps_and_missing_values():
     monitor = fm.BlinkMonitor()
     monitor.update(0.0, 0.3, 0.3, 0.0)
