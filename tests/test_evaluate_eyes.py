@@ -1,4 +1,4 @@
-"""evaluate_eyes.py: ROC AUC and error rates of the EAR as a closed-eye detector, by hand
+"""benchmarks/eyes.py: ROC AUC and error rates of the EAR as a closed-eye detector, by hand
 and on the real Yale and 300-W faces."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import evaluate_eyes
+from benchmarks import eyes as evaluate_eyes
 from conftest import REPO_DIR, require_data
 
 

@@ -494,7 +494,7 @@ def test_the_window_slides():
 def test_a_monitor_left_running_for_an_hour_holds_only_its_window():
     """An hour at 10 frames/s, a 0.3 s blink every 3 s (1,200 blinks): the totals count
     them all, while the monitor keeps only the last minute's events, so its memory and its
-    work per frame do not grow with the hours (bench_monitor.py times it)."""
+    work per frame do not grow with the hours (benchmarks/monitor.py times it)."""
     monitor = fm.BlinkMonitor()
     state = feed(monitor, lambda t: 0.1 if 1.05 <= t % 3 < 1.35 else 0.3, 3600.0)
     assert state["blinks"] == 1200 and monitor.count("blink") == 1200

@@ -30,7 +30,7 @@ import predict
 from conftest import REPO_DIR, require_data
 
 FPS = 10
-SUBJECT = "subject03"  # EAR 0.31 with eyes open, 0.16 shut (evaluate_eyes.py)
+SUBJECT = "subject03"  # EAR 0.31 with eyes open, 0.16 shut (benchmarks/eyes.py)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """How well the eye aspect ratio (EAR) of the predicted points tells closed eyes from open.
 
-    python evaluate_eyes.py                                   # both sets, from ../shared/data
-    python evaluate_eyes.py --data-dir /path/to/data --json
+    python -m benchmarks.eyes                                   # both sets, from ../shared/data
+    python -m benchmarks.eyes --data-dir /path/to/data --json
 
 Two sets:
 
@@ -38,7 +38,7 @@ import face_measures
 import monitor
 import predict
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "shared" / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def roc_auc(closed_ears, open_ears) -> float:
@@ -163,7 +163,7 @@ def format_reports(reports: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.eyes", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),

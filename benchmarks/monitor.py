@@ -1,8 +1,8 @@
 """What the drowsiness monitor costs when left running: the blink monitor's time per frame
 as the hours pass, the live page's frames/s with its viewers, and memory over a long run.
 
-    python bench_monitor.py                      # all three, on the Yale faces in ../shared/data
-    python bench_monitor.py --json
+    python -m benchmarks.monitor                      # all three, on the Yale faces in ../shared/data
+    python -m benchmarks.monitor --json
 
 1. ``BlinkMonitor.update`` (one face, a blink every 3 s at 30 frames/s): microseconds per
    update in the first simulated minute and after each simulated hour.
@@ -33,7 +33,7 @@ import live
 import monitor
 import predict
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "shared" / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUBJECT = "subject03"
 
 
@@ -129,7 +129,7 @@ def soak(clip: Path, frames: int) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.monitor", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder holding yale_eyes/")
