@@ -336,13 +336,15 @@ def predict_framed(runner, framed, flip_average: bool = False) -> np.ndarray:
 
 
 def predict_faces(runner, faces, detector=None, flip_average: bool = False, refine: bool = False,
-                  boxes=None):
+                  boxes=None, mesh=None):
     """(predictions [N, 68, 2], truths [N, 68, 2], kept faces, missed faces) in image pixels.
 
     ``refine``: a second pass framed by the box of the first pass's points (at the same
     roll, geometry.box_from_landmarks_upright), and the mean of the two passes, as
     predict.py --refine does. ``boxes``: ``face_boxes(faces, detector)`` when already
-    found (a detector's boxes do not depend on the model), so it is not run again."""
+    found (a detector's boxes do not depend on the model), so it is not run again.
+    ``mesh``: a face_mesh.MeshLandmarks whose points, on the same box and roll, are averaged
+    with the model's, as predict.py --with-mesh does."""
     framed, missed = boxes if boxes is not None else face_boxes(faces, detector)
     kept = [face for face, _, _ in framed]
     if not kept:
@@ -352,16 +354,23 @@ def predict_faces(runner, faces, detector=None, flip_average: bool = False, refi
         second = [(face, geometry.box_from_landmarks_upright(points, roll), roll)
                   for (face, _, roll), points in zip(framed, preds)]
         preds = (preds + predict_framed(runner, second, flip_average)) / 2
+    if mesh is not None:
+        import dataset
+        import face_mesh
+
+        meshed = [mesh.predict(dataset.read_image_bgr(face.image_path), box, roll) for face, box, roll in framed]
+        preds = face_mesh.average_with_mesh(preds, np.stack(meshed))
     truths = np.stack([f.landmarks_px for f in kept]).astype(np.float64)
     return preds, truths, kept, missed
 
 
 def evaluate(runner, faces, detector=None, flip_average: bool = False, refine: bool = False,
-             boxes=None) -> dict:
-    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average, refine, boxes)
+             boxes=None, mesh=None) -> dict:
+    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average, refine, boxes, mesh)
     subsets = sorted({f.subset for f in kept})
     report = {"boxes": detector.name if detector else "dataset", "faces": len(faces),
-              "missed": len(missed), "flip_average": flip_average, "refine": refine, "subsets": {}}
+              "missed": len(missed), "flip_average": flip_average, "refine": refine,
+              "with_mesh": mesh is not None, "subsets": {}}
     for subset in subsets:
         mask = np.array([f.subset == subset for f in kept])
         report["subsets"][subset] = summarize(preds[mask], truths[mask])
@@ -498,7 +507,8 @@ def format_report(report: dict) -> str:
     lines = [f"boxes: {report['boxes']}; faces: {report['faces']}"
              + (f", detector missed {report['missed']}" if report["boxes"] != "dataset" else "")
              + ("; flip averaging" if report["flip_average"] else "")
-             + ("; refined (a second pass framed by the first's points)" if report["refine"] else ""),
+             + ("; refined (a second pass framed by the first's points)" if report["refine"] else "")
+             + ("; averaged with the face mesh" if report.get("with_mesh") else ""),
              f"{'subset':<12}{'count':>6}{'NME io%':>9}{'NME ip%':>9}{'FR@.08':>8}{'FR@.10':>8}"
              f"{'AUC@.08':>9}  " + " ".join(f"{r:>6}" for r in REGIONS)]
     for name, s in report["subsets"].items():
@@ -556,6 +566,8 @@ def main(argv=None) -> int:
     parser.add_argument("--flip-average", action="store_true", help="test-time flip averaging")
     parser.add_argument("--refine", action="store_true",
                         help="a second pass framed by the first pass's points, averaged with it (predict.py --refine)")
+    parser.add_argument("--with-mesh", action="store_true",
+                        help="average with MediaPipe's face mesh mapped to the 68 points (predict.py --with-mesh)")
     parser.add_argument("--face-scores", action="store_true",
                         help="also report the face score on the faces and on boxes moved off them")
     parser.add_argument("--json", help="write the figures as JSON here")
@@ -573,13 +585,18 @@ def main(argv=None) -> int:
         detector = make_detector(args.detector) if args.detector else None
         # Found once: every model of --compare is scored on the same boxes.
         boxes = face_boxes(faces, detector)
-        report = evaluate(runner, faces, detector, args.flip_average, args.refine, boxes)
+        mesh = None
+        if args.with_mesh:
+            import face_mesh
+
+            mesh = face_mesh.MeshLandmarks()
+        report = evaluate(runner, faces, detector, args.flip_average, args.refine, boxes, mesh)
         if args.face_scores:
             report["face_scores"] = face_score_check(runner, faces)
         compared = []
         for other_path in args.compare:
             other = evaluate(load_landmark_model(other_path), faces, detector, args.flip_average,
-                             args.refine, boxes)
+                             args.refine, boxes, mesh)
             compared.append((other_path, other["nme_ion"],
                              paired_difference(report["_errors"], other["_errors"])))
     except (OSError, ValueError) as err:

@@ -42,6 +42,7 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 import config  # noqa: E402
 import face_measures  # noqa: E402
+import face_mesh  # noqa: E402
 import geometry  # noqa: E402
 from face_detector import (DEFAULT_DETECTOR, DETECTORS, Detection, HaarDetector, InputError,  # noqa: E402, F401
                            make_detector, make_interpreter)
@@ -141,6 +142,14 @@ def face_score(landmark_confidence) -> float | None:
 FACE_SCORE_THRESHOLD = 0.5
 
 
+def load_mesh(threads: int = 1):
+    """face_mesh.MeshLandmarks from the shipped files; InputError naming the file at fault."""
+    try:
+        return face_mesh.MeshLandmarks(threads=threads)
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err)) from None
+
+
 def metadata_path(model_path) -> Path:
     return Path(model_path).with_suffix(".json")
 
@@ -153,7 +162,7 @@ class LandmarkModel:
     """
 
     def __init__(self, model_path=DEFAULT_MODEL, threads: int = 1, flip_average: bool = False,
-                 refine: bool = False):
+                 refine: bool = False, mesh=None):
         self.path = Path(model_path)
         if not self.path.is_file():
             hint = (" (train and export one: python train.py, then python export_tflite.py)"
@@ -174,6 +183,7 @@ class LandmarkModel:
         self.threads = threads
         self.flip_average = flip_average
         self.refine = refine
+        self.mesh = mesh  # a face_mesh.MeshLandmarks to average with, or None
         self._local = threading.local()
         self._check(self._interpreter())
 
@@ -252,6 +262,8 @@ class LandmarkModel:
             points = (points + second) / 2
             if confidence is not None:
                 confidence = (confidence + second_conf) / 2
+        if self.mesh is not None:  # --with-mesh: the mean with MediaPipe's mesh, mapped to 68 points
+            points = face_mesh.average_with_mesh(points, self.mesh.predict(image, box_xywh, roll_deg))
         return FacePrediction(
             box_xywh=tuple(float(v) for v in box_xywh),
             landmarks_px=points,
@@ -505,6 +517,9 @@ def main(argv=None) -> int:
     parser.add_argument("--refine", action="store_true",
                         help="a second pass framed by the first pass's points, averaged with it (2x time, "
                         "more accurate on photos; in video the tracker already frames by the last points)")
+    parser.add_argument("--with-mesh", action="store_true",
+                        help="average with MediaPipe's face mesh mapped to the 68 points (models/face_mesh.tflite): "
+                        "more accurate, about 3x the time per face (models/README.md)")
     parser.add_argument("--video", help="a video file, a USB camera's index (0, 1, ...) or picamera2 "
                         "(the Raspberry Pi camera module; docs/monitor.md)")
     parser.add_argument("--max-frames", type=monitor.nonnegative_int, default=0,
@@ -525,7 +540,7 @@ def main(argv=None) -> int:
 
     try:
         model = LandmarkModel(args.model, threads=args.threads, flip_average=args.flip_average,
-                              refine=args.refine)
+                              refine=args.refine, mesh=load_mesh(args.threads) if args.with_mesh else None)
         detector = make_detector(args.detector)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -329,3 +329,27 @@ except cv2.error as err:
     result = subprocess.run([pi_python, "-c", probe], cwd=REPO_DIR, capture_output=True, text=True,
                             timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert result.stdout.strip() == "refused: True", result.stdout + result.stderr
+
+
+def test_with_mesh_averages_the_model_and_the_mapped_mesh(lfpw_face, tmp_path, capsys):
+    import face_mesh
+
+    image_path, face = lfpw_face
+    box = ",".join(str(v) for v in face.box_xywh)
+    assert predict.main([str(image_path), "--box", box, "--out", str(tmp_path / "a"), "--json"]) == 0
+    plain = np.array(json.loads(capsys.readouterr().out)["faces"][0]["landmarks"])
+    assert predict.main([str(image_path), "--box", box, "--out", str(tmp_path / "b"), "--json", "--with-mesh"]) == 0
+    meshed = np.array(json.loads(capsys.readouterr().out)["faces"][0]["landmarks"])
+    image = predict.load_image(image_path)
+    mapped = face_mesh.MeshLandmarks().predict(image, predict.check_box(predict.parse_box(box), image.shape, "x"))
+    np.testing.assert_allclose(meshed, (plain + mapped) / 2, atol=0.02)  # JSON rounds to 0.01 px
+    assert nme_of(meshed, face) < nme_of(plain, face) + 0.005
+
+
+def test_with_mesh_and_a_missing_mesh_file_is_refused_clearly(lfpw_face, tmp_path, monkeypatch, capsys):
+    import face_mesh
+
+    monkeypatch.setattr(face_mesh, "DEFAULT_MESH_MAP", tmp_path / "gone.npz")
+    assert predict.main([str(lfpw_face[0]), "--out", str(tmp_path / "out"), "--with-mesh"]) == 2
+    assert "gone.npz: mesh-to-68 map not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -16,9 +16,9 @@ writes that answer for a folder of unannotated photos as a dlib imglab XML file,
     python -m tools.mesh_teacher score --map runs/mesh_to_68.npz \\
         --data-dir ../shared/data/300w_subset --split validation
 
-The mesh model is ``mediapipe/modules/face_landmark/face_landmark.tflite`` from the
-``mediapipe==0.10.14`` wheel (Apache-2.0): ``pip install --no-deps mediapipe==0.10.14`` puts it
-where ``--mesh-model`` looks by default. Only this tool needs it.
+The mesh model ships as ``models/face_mesh.tflite`` (MediaPipe's ``face_landmark.tflite`` from
+the ``mediapipe==0.10.14`` wheel, Apache-2.0), and the map fitted by ``fit`` as
+``models/mesh_to_68.npz``, which ``predict.py --with-mesh`` uses (face_mesh.py).
 """
 
 from __future__ import annotations
@@ -39,140 +39,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import geometry  # noqa: E402
 from config import NUM_LANDMARKS  # noqa: E402
+from face_mesh import (DEFAULT_MESH_MODEL, MESH_POINTS, FaceMesh, MeshTo68, apply_ridge,  # noqa: E402,F401
+                       fit_ridge, from_frame, mesh_features, mesh_frame, mesh_frame_box, mesh_roll, to_frame)
 
 log = logging.getLogger("mesh_teacher")
 
-MESH_DIM = 192
-MESH_POINTS = 468
-# The mesh's outer eye corners: the person's right eye (image left), then the left eye.
-MESH_RIGHT_EYE_OUTER, MESH_LEFT_EYE_OUTER = 33, 263
-# MediaPipe's framing: a square 1.5x the face's extent, turned upright by the eye line.
-MESH_CROP_SCALE = 1.5
 UNLABELLED_PAD = 0.4  # tight crops are padded by this fraction of their side on each side
 
 
 def default_mesh_model() -> Path:
+    """The shipped mesh model, or the one in an installed mediapipe==0.10.14 wheel."""
+    if DEFAULT_MESH_MODEL.is_file():
+        return DEFAULT_MESH_MODEL
     spec = importlib.util.find_spec("mediapipe")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the face mesh model comes with the mediapipe==0.10.14 wheel: "
-                                "pip install --no-deps mediapipe==0.10.14, or give --mesh-model")
+        raise FileNotFoundError(f"{DEFAULT_MESH_MODEL}: not found; the face mesh model also comes with "
+                                "the mediapipe==0.10.14 wheel: pip install --no-deps mediapipe==0.10.14")
     return Path(list(spec.submodule_search_locations)[0]) / "modules/face_landmark/face_landmark.tflite"
-
-
-class FaceMesh:
-    """MediaPipe's face mesh (192x192 RGB in [0, 1] -> 468 x (x, y, z) in crop pixels)."""
-
-    def __init__(self, path: Path | None = None, threads: int = 2):
-        from ai_edge_litert.interpreter import Interpreter
-
-        path = Path(path) if path else default_mesh_model()
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: face mesh model not found")
-        self.interpreter = Interpreter(str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self.input_index = self.interpreter.get_input_details()[0]["index"]
-        outputs = self.interpreter.get_output_details()
-        self.points_index = next(o["index"] for o in outputs if o["shape"][-1] == MESH_POINTS * 3)
-
-    def run_crop(self, crop_rgb: np.ndarray) -> np.ndarray:
-        """[468, 3] in crop pixels for one 192x192 RGB uint8 crop."""
-        tensor = (crop_rgb.astype(np.float32) / 255.0)[None]
-        self.interpreter.set_tensor(self.input_index, tensor)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.points_index).reshape(MESH_POINTS, 3).copy()
-
-    def _pass(self, image_bgr: np.ndarray, centre, side: float, roll_deg: float) -> np.ndarray:
-        matrix = geometry.crop_matrix(centre, side, MESH_DIM, roll_deg)
-        crop = cv2.warpAffine(image_bgr, matrix, (MESH_DIM, MESH_DIM), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        points = self.run_crop(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
-        to_image = geometry.invert(matrix)
-        xy = geometry.transform_points(points[:, :2], to_image)
-        return np.concatenate([xy, points[:, 2:] * side / MESH_DIM], axis=1)
-
-    def run(self, image_bgr: np.ndarray, box_xywh) -> np.ndarray:
-        """[468, 3] in photo pixels: a first pass framed by the face box, a second framed by
-        the first pass's own points (MediaPipe's tracking crop)."""
-        x, y, w, h = (float(v) for v in box_xywh)
-        first = self._pass(image_bgr, (x + w / 2 - 0.5, y + h / 2 - 0.5), MESH_CROP_SCALE * max(w, h), 0.0)
-        centre, side, roll = mesh_frame_box(first[:, :2])
-        return self._pass(image_bgr, centre, MESH_CROP_SCALE * side, roll)
-
-
-def mesh_roll(mesh_xy: np.ndarray) -> float:
-    return geometry.roll_from_eyes(mesh_xy[MESH_RIGHT_EYE_OUTER], mesh_xy[MESH_LEFT_EYE_OUTER])
-
-
-def mesh_frame_box(mesh_xy: np.ndarray):
-    """(centre, side, roll_deg) of the mesh's box turned upright by its eye line."""
-    roll = mesh_roll(mesh_xy)
-    theta = math.radians(roll)
-    to_upright = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]])
-    pivot = mesh_xy.mean(axis=0)
-    upright = (mesh_xy - pivot) @ to_upright.T
-    low, high = upright.min(axis=0), upright.max(axis=0)
-    centre = (low + high) / 2 @ to_upright + pivot
-    return centre, float(max(high - low)), roll
-
-
-def mesh_frame(mesh_xy: np.ndarray):
-    """(centre [2], rotation [2, 2], scale): the similarity frame of a mesh. A point p in the
-    photo is ``(p - centre) @ rotation.T / scale`` in it."""
-    centre = mesh_xy.mean(axis=0)
-    theta = math.radians(mesh_roll(mesh_xy))
-    rotation = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]])
-    scale = float(np.sqrt(((mesh_xy - centre) ** 2).sum(axis=1).mean()))
-    return centre, rotation, scale
-
-
-def to_frame(points_xy, frame):
-    centre, rotation, scale = frame
-    return (np.asarray(points_xy, dtype=np.float64) - centre) @ rotation.T / scale
-
-
-def from_frame(points_xy, frame):
-    centre, rotation, scale = frame
-    return np.asarray(points_xy, dtype=np.float64) * scale @ rotation + centre
-
-
-def mesh_features(mesh: np.ndarray, frame) -> np.ndarray:
-    """[468 * 3]: the mesh's x, y in its own frame and its depth in the same scale."""
-    xy = to_frame(mesh[:, :2], frame)
-    return np.concatenate([xy.ravel(), mesh[:, 2] / frame[2]])
-
-
-def fit_ridge(features: np.ndarray, targets: np.ndarray, alpha: float) -> dict:
-    """Ridge regression with an unpenalised intercept. features [N, F], targets [N, T]."""
-    x_mean, y_mean = features.mean(axis=0), targets.mean(axis=0)
-    x, y = features - x_mean, targets - y_mean
-    gram = x.T @ x + alpha * np.eye(x.shape[1])
-    weights = np.linalg.solve(gram, x.T @ y)
-    return {"weights": weights, "x_mean": x_mean, "y_mean": y_mean}
-
-
-def apply_ridge(ridge: dict, features: np.ndarray) -> np.ndarray:
-    return (features - ridge["x_mean"]) @ ridge["weights"] + ridge["y_mean"]
-
-
-class MeshTo68:
-    """The fitted map: a mesh in a photo -> 68 iBUG points in the same photo."""
-
-    def __init__(self, ridge: dict):
-        self.ridge = ridge
-
-    @classmethod
-    def load(cls, path) -> "MeshTo68":
-        with np.load(path) as data:
-            return cls({k: data[k] for k in ("weights", "x_mean", "y_mean")})
-
-    def save(self, path, **meta) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **self.ridge, meta=json.dumps(meta))
-
-    def __call__(self, mesh: np.ndarray) -> np.ndarray:
-        frame = mesh_frame(mesh[:, :2])
-        mapped = apply_ridge(self.ridge, mesh_features(mesh, frame)[None])[0]
-        return from_frame(mapped.reshape(NUM_LANDMARKS, 2), frame)
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,7 +112,7 @@ def meshes_of(faces, mesh: FaceMesh):
 
 def command_fit(args) -> int:
     faces = training_faces(args.data_dir, args.seed, args.val_fraction, "train")
-    mesh = FaceMesh(args.mesh_model)
+    mesh = FaceMesh(args.mesh_model or default_mesh_model())
     meshes = meshes_of(faces, mesh)
     features, targets = [], []
     for m, face in zip(meshes, faces):
@@ -261,7 +144,7 @@ def command_score(args) -> int:
 
     faces = training_faces(args.data_dir, args.seed, args.val_fraction, args.split)
     mapper = MeshTo68.load(args.map)
-    mesh = FaceMesh(args.mesh_model)
+    mesh = FaceMesh(args.mesh_model or default_mesh_model())
     own = OwnModel(args.model)
     import dataset
 
@@ -297,7 +180,7 @@ def command_label(args) -> int:
     import dataset
 
     mapper = MeshTo68.load(args.map)
-    mesh = FaceMesh(args.mesh_model)
+    mesh = FaceMesh(args.mesh_model or default_mesh_model())
     own = OwnModel(args.model)
     out_dir = Path(args.out)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -353,7 +236,7 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--mesh-model", default=None, help="face_landmark.tflite (default: mediapipe's)")
+    common.add_argument("--mesh-model", default=None, help="face_landmark.tflite (default: models/face_mesh.tflite)")
     common.add_argument("--seed", type=int, default=42, help="train.py's --seed (validation split)")
     common.add_argument("--val-fraction", type=float, default=0.05, help="train.py's --val-fraction")
     fit = sub.add_parser("fit", parents=[common], help="fit the mesh -> 68 map on the training faces")
