@@ -85,7 +85,7 @@ class LandmarkService:
         decoded = time.perf_counter()
         detections = self._detector().detect(image)
         detected = time.perf_counter()
-        predictions = self.model.predict_detections(image, detections)
+        predictions = predict.keep_faces(self.model.predict_detections(image, detections))
         done = time.perf_counter()
         return {**predict.image_record(name, image, predictions),
                 "timing_ms": {"decode": ms(decoded - started), "detect": ms(detected - decoded),
