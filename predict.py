@@ -166,24 +166,6 @@ def keep_faces(predictions: list["FacePrediction"]) -> list["FacePrediction"]:
     return [p for p in predictions if p.score is None or p.score >= FACE_SCORE_THRESHOLD]
 
 
-# Framing values a model can have been trained with (train.py refuses others): beyond
-# them a crop is empty, or larger than any photo, and cropping would fail or fill memory.
-IMAGE_DIM_RANGE, CROP_MARGIN_RANGE, CROP_SHIFT_Y_RANGE = (32, 1024), (0.0, 1.0), (-0.5, 0.5)
-
-
-def framing_fault(image_dim: int, crop_margin: float, crop_shift_y: float) -> str | None:
-    """What is wrong with a framing (None: nothing): each value must be finite and in its
-    range, and image_dim a multiple of 32."""
-    for name, value, (low, high) in (("image_dim", image_dim, IMAGE_DIM_RANGE),
-                                     ("crop_margin", crop_margin, CROP_MARGIN_RANGE),
-                                     ("crop_shift_y", crop_shift_y, CROP_SHIFT_Y_RANGE)):
-        if not (math.isfinite(value) and low <= value <= high):
-            return f"{name} {value:g} is outside [{low:g}, {high:g}]"
-    if image_dim % 32:
-        return f"image_dim {image_dim} is not a multiple of 32"
-    return None
-
-
 def metadata_path(model_path) -> Path:
     return Path(model_path).with_suffix(".json")
 
@@ -216,7 +198,7 @@ class LandmarkModel:
             self.crop_shift_y = float(framing["crop_shift_y"])
         except (ValueError, KeyError, TypeError) as err:
             raise InputError(f"{meta_file}: malformed metadata ({type(err).__name__}: {err})") from None
-        fault = framing_fault(self.image_dim, self.crop_margin, self.crop_shift_y)
+        fault = config.framing_fault(self.image_dim, self.crop_margin, self.crop_shift_y)
         if fault:
             raise InputError(f"{meta_file}: unusable framing: {fault}")
         try:  # read once: a file replaced or deleted later changes nothing in this process
