@@ -57,3 +57,10 @@ def test_place_face_puts_the_scaled_box_where_it_says(face_width):
     # the dot drawn at the box centre (pixel centres: edge - 0.5) is at the placed box's centre
     found = centroid(np.clip(canvas[:, :, 0].astype(float) - 128, 0, None))
     np.testing.assert_allclose(found, [x + w / 2 - 0.5, y + h / 2 - 0.5], atol=0.1 * max(1.0, face_width / 100))
+
+
+def test_an_unknown_split_is_refused_as_a_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--split", "hidden"])
+    assert stop.value.code == 2
+    assert "argument --split: invalid choice: 'hidden'" in capsys.readouterr().err
