@@ -521,13 +521,14 @@ def test_a_run_that_cannot_start_leaves_the_checkpoint_folder_as_it_was(tmp_path
     assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
-def test_resuming_a_backup_with_another_arch_is_refused_before_writing(subset_dir, tmp_path, caplog):
+def test_resuming_a_backup_with_another_arch_is_refused_before_writing(tmp_path, caplog):
     import train
 
     folder = tmp_path / "ck"
     before = trained_folder(folder, arch="mobile", backup=True)
-    code = train.main(["--checkpoint-dir", str(folder), "--data-dir", str(subset_dir), "--arch", "xception",
-                       "--no-download"])
+    # Refused on the backup alone, before the data is looked at.
+    code = train.main(["--checkpoint-dir", str(folder), "--data-dir", str(tmp_path / "elsewhere"),
+                       "--arch", "xception", "--no-download"])
     assert code == 2
     assert (f"--checkpoint-dir {folder}: holds the backup of a run with --arch mobile, not xception"
             in caplog.text)
