@@ -525,3 +525,20 @@ def test_a_stalled_upload_is_answered_408_and_frees_its_budget(app):
         status, record = read_response(stalled)
         assert status == 408 and record["error"].startswith("upload timed out: the client stopped sending")
         assert app.extensions["landmarks"].upload_budget.used == 0
+
+
+def test_a_photo_too_thin_for_a_face_has_no_faces_with_haar():
+    client = app_module.create_app(detector="haar").test_client()
+    response = upload(client, png_bytes(np.full((2, 20_000, 3), 128, np.uint8)), "wide.png")
+    assert response.status_code == 200 and response.get_json()["faces"] == []
+
+
+def test_a_model_whose_framing_is_out_of_range_stops_the_app_at_start(tmp_path):
+    model = tmp_path / "odd.tflite"
+    model.write_bytes(predict.DEFAULT_MODEL.read_bytes())
+    metadata = json.loads(predict.metadata_path(predict.DEFAULT_MODEL).read_text())
+    metadata["framing"]["crop_shift_y"] = 1e308
+    model.with_suffix(".json").write_text(json.dumps(metadata))
+    with pytest.raises(predict.InputError,
+                       match=r"odd.json: unusable framing: crop_shift_y 1e\+308 is outside \[-0.5, 0.5\]"):
+        app_module.create_app(model_path=model)  # main prints it and exits 2, as for any bad model
