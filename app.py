@@ -352,9 +352,9 @@ class TimedRequestHandler(WSGIRequestHandler):
         self.rfile = CappedReads(self.rfile)
 
 
-BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                 b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 75\r\n\r\n"
-                 b'{"error": "busy: too many connections, try again shortly", "status": 503}\n')
+_BUSY_BODY = b'{"error": "busy: too many connections, try again shortly", "status": 503}\n'
+BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 class BoundedServer(ThreadedWSGIServer):

@@ -474,6 +474,8 @@ def read_response(connection: socket.socket) -> tuple[int, dict]:
     while chunk := connection.recv(65536):
         received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
+    length = [line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+    assert [int(v) for v in length] == [len(body)], "the answer's Content-Length is its body's"
     return int(head.split()[1]), json.loads(body)
 
 

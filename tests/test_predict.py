@@ -260,7 +260,7 @@ def test_out_that_is_a_file_and_threads_0_are_refused_clearly(pi_python, lfpw_fa
     assert result.returncode == 2 and "out.txt: is a file, not a folder" in result.stderr
     assert not_a_folder.read_text() == "keep me"
     result = run_predict(pi_python, image_path, "--threads", "0", "--out", tmp_path)
-    assert result.returncode == 2 and "--threads: wants a whole number of at least 1" in result.stderr
+    assert result.returncode == 2 and "--threads: wants a whole number from 1 to 64" in result.stderr
 
 
 def test_a_failed_write_is_reported_not_claimed(lfpw_face, tmp_path, monkeypatch, capsys):
