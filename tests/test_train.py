@@ -575,3 +575,17 @@ def test_a_save_that_fails_part_way_leaves_no_pending_file(tmp_path):
                                            "best_model.weights.h5": full_disk})
     assert [p.name for p in tmp_path.iterdir()] == ["best_model.weights.h5"]
     assert (tmp_path / "best_model.weights.h5").read_bytes() == b"previous best"
+
+
+def test_a_full_disk_while_training_is_one_error_line_and_exit_1(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import train
+
+    def full_disk(config):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "ck" / "best_model.weights.h5"))
+
+    monkeypatch.setattr(train, "train", full_disk)
+    assert train.main(["--checkpoint-dir", str(tmp_path / "ck")]) == 1
+    assert (f"cannot write {tmp_path / 'ck' / 'best_model.weights.h5'}: No space left on device; the last "
+            f"complete checkpoints in {tmp_path / 'ck'} stand") in caplog.text
