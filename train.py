@@ -125,8 +125,8 @@ def range_fault(config: Config) -> str | None:
         return f"--seed must be less than 2**32, got {config.seed}"
     if not 0.0 <= config.val_fraction < 1.0:
         return f"--val-fraction must be in [0, 1), got {config.val_fraction:g}"
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        return f"--lr must be a number above 0, got {config.lr:g}"
+    if not (math.isfinite(config.lr) and config.lr >= 0):  # 0: nothing moves (a check)
+        return f"--lr must be a finite number of at least 0, got {config.lr:g}"
     return None
 
 
