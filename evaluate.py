@@ -607,7 +607,8 @@ def main(argv=None) -> int:
         parser.error(f"--plot {args.plot}: write the plot to a {', '.join(PLOT_SUFFIXES)} file")
     if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
         parser.error(f"--json and --plot name the same file, {args.json}")
-    inputs = [args.data_dir] + [p for model in [args.model, *args.compare] for p in model_files(model)]
+    inputs = ([args.data_dir, *Path(args.data_dir).glob("labels_ibug_300W_*.xml")]
+              + [p for model in [args.model, *args.compare] for p in model_files(model)])
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         fault = path and output_fault(flag, path, inputs)
         if fault:  # before the evaluation, not after it

@@ -425,3 +425,12 @@ def test_weights_of_another_architecture_are_named_in_one_line(tmp_path):
     message = str(refused.value)
     assert message == (f"{tmp_path / 'best_model.weights.h5'}: its weights do not fit the 'xception' network "
                        f"that {tmp_path / 'config.json'} names (weights of another --arch?)")
+
+
+def test_json_onto_the_annotation_file_of_the_data_folder_is_refused(subset_dir, shipped_int8, tmp_path, capsys):
+    labels = tmp_path / "labels_ibug_300W_test.xml"  # a copy: the shared data is never written to
+    labels.write_bytes((subset_dir / "labels_ibug_300W_test.xml").read_bytes())
+    before = labels.read_bytes()
+    code = evaluate.main(["--data-dir", str(tmp_path), "--model", str(shipped_int8), "--json", str(labels)])
+    assert code == 2 and f"--json {labels}: is one of the inputs" in capsys.readouterr().err
+    assert labels.read_bytes() == before
