@@ -12,16 +12,22 @@ The page takes an upload, a dropped file or a webcam snapshot and draws the boxe
 points over it. ``POST /api/landmarks`` returns the record ``predict.py --json`` prints, plus
 ``timing_ms``. Detection, framing and the model are predict.py's; this file only serves them.
 
-Uploads are read into memory (at most ``--max-upload-mb``) and never written to disk; a
-client's file name is only echoed back, never opened.
+Uploads are read into memory (at most ``--max-upload-mb`` each) and never written to disk; a
+client's file name is only echoed back, never opened. Memory stays bounded under any load:
+at most ``--max-connections`` connections are served at once (more get 503 at once), the
+uploads held at once total at most ``--max-inflight-mb`` (a request that would pass it gets
+503 before its body is read), at most 80 MP of photos are decoded at once, and a client
+silent for ``--client-timeout`` seconds is disconnected.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import ipaddress
 import math
+import socket
 import sys
 import threading
 import time
@@ -29,7 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
 from flask import Flask, Request, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from PIL import Image
+from werkzeug.exceptions import ClientDisconnected, HTTPException, InternalServerError
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 import predict  # noqa: I001 - first: it caps OpenCV's image decoders before cv2 loads
 import live as live_page
@@ -37,6 +45,9 @@ import live as live_page
 DEFAULT_MAX_UPLOAD_MB = 16
 DEFAULT_WORKERS = 2
 DEFAULT_MAX_PENDING = 32
+DEFAULT_MAX_INFLIGHT_MB = 64  # all uploads being read, waiting or processed, together
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_CLIENT_TIMEOUT_S = 20.0
 
 
 class InMemoryRequest(Request):
@@ -52,6 +63,49 @@ class Busy(Exception):
     """More requests are waiting than the server takes on."""
 
 
+class Budget:
+    """A shared amount (bytes, pixels) that requests take from and give back: ``take``
+    waits for room, ``try_take`` answers at once whether there was room."""
+
+    def __init__(self, total: int):
+        self.total, self.used = int(total), 0
+        self._changed = threading.Condition()
+
+    def try_take(self, amount: int) -> bool:
+        with self._changed:
+            if self.used + amount > self.total:
+                return False
+            self.used += amount
+            return True
+
+    @contextlib.contextmanager
+    def taken(self, amount: int):
+        """Hold ``amount`` (at most the total) while the block runs, waiting for room first."""
+        amount = min(int(amount), self.total)
+        with self._changed:
+            self._changed.wait_for(lambda: self.used + amount <= self.total)
+            self.used += amount
+        try:
+            yield
+        finally:
+            self.give(amount)
+
+    def give(self, amount: int) -> None:
+        with self._changed:
+            self.used -= amount
+            self._changed.notify_all()
+
+
+def header_pixels(data: bytes) -> int:
+    """The pixel count an encoded image's header claims (0 when it cannot be read: decoding
+    then refuses the image with its own message)."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            return probe.size[0] * probe.size[1]
+    except Exception:  # noqa: BLE001 - any unreadable header; decode_image names the fault
+        return 0
+
+
 class LandmarkService:
     """predict.py's detector and model on a fixed pool of worker threads.
 
@@ -63,7 +117,8 @@ class LandmarkService:
     """
 
     def __init__(self, model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT_DETECTOR,
-                 workers: int = DEFAULT_WORKERS, max_pending: int = DEFAULT_MAX_PENDING):
+                 workers: int = DEFAULT_WORKERS, max_pending: int = DEFAULT_MAX_PENDING,
+                 max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_MB * 2**20):
         if detector not in predict.DETECTORS:
             raise predict.InputError(f"detector {detector!r}: unknown, choose from "
                                      f"{', '.join(sorted(predict.DETECTORS))}")
@@ -74,6 +129,9 @@ class LandmarkService:
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="landmarks")
         self._slots = threading.BoundedSemaphore(max_pending)
+        self.upload_budget = Budget(max_inflight_bytes)
+        # Decoded photos at once, whatever their number: one of the largest, or many small.
+        self.pixel_budget = Budget(predict.MAX_PIXELS)
 
     def _detector(self):
         detector = getattr(self._local, "detector", None)
@@ -83,24 +141,42 @@ class LandmarkService:
 
     def _annotate(self, data: bytes, name: str) -> dict:
         started = time.perf_counter()
-        image = predict.decode_image(data, name)
-        decoded = time.perf_counter()
-        detections = self._detector().detect(image)
-        detected = time.perf_counter()
-        predictions = self.model.predict_detections(image, detections)
-        done = time.perf_counter()
+        with self.pixel_budget.taken(header_pixels(data)):
+            image = predict.decode_image(data, name)
+            decoded = time.perf_counter()
+            detections = self._detector().detect(image)
+            detected = time.perf_counter()
+            predictions = predict.keep_faces(self.model.predict_detections(image, detections))
+            done = time.perf_counter()
         return {**predict.image_record(name, image, predictions),
                 "timing_ms": {"decode": ms(decoded - started), "detect": ms(detected - decoded),
                               "landmarks": ms(done - detected)}}
 
     def annotate(self, data: bytes, name: str) -> dict:
         """The predict.py JSON record of one encoded image; InputError if it is unusable."""
+        with self.admitted(len(data)):
+            return self.process(data, name)
+
+    @contextlib.contextmanager
+    def admitted(self, upload_bytes: int):
+        """Room for one more request, taken before its body is read: a pending slot and
+        ``upload_bytes`` of the upload budget, both held until it is answered; Busy at once
+        when either is used up."""
         if not self._slots.acquire(blocking=False):
             raise Busy
         try:
-            return self._pool.submit(self._annotate, data, name).result()
+            if not self.upload_budget.try_take(upload_bytes):
+                raise Busy
+            try:
+                yield
+            finally:
+                self.upload_budget.give(upload_bytes)
         finally:
             self._slots.release()
+
+    def process(self, data: bytes, name: str) -> dict:
+        """annotate, for a request already ``admitted``."""
+        return self._pool.submit(self._annotate, data, name).result()
 
 
 def ms(seconds: float) -> float:
@@ -117,6 +193,9 @@ def read_upload() -> tuple[bytes, str]:
     """The image bytes and their name: multipart field ``image``, or the raw request body."""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("image")
+        if upload is None and "image" in request.form:
+            raise predict.InputError("the multipart field 'image' is text, not a file: send the photo "
+                                     "as a file (curl -F image=@photo.jpg)")
         if upload is None:
             fields = sorted(set(request.files) | set(request.form))
             raise predict.InputError("multipart upload has no 'image' field"
@@ -132,6 +211,27 @@ def read_upload() -> tuple[bytes, str]:
     return data, "upload"
 
 
+class UploadTimeout(Exception):
+    """The client stopped sending its upload."""
+
+
+def upload_reservation(max_bytes: int) -> int:
+    """The bytes to reserve for this request's body before reading it: its Content-Length,
+    or the limit when it is chunked (its size is known only once read)."""
+    length = request.content_length
+    return max_bytes if length is None else min(length, max_bytes)
+
+
+def read_upload_in_time() -> tuple[bytes, str]:
+    """read_upload, with a client that stops sending (the connection's timeout) as
+    UploadTimeout rather than a bad request."""
+    try:
+        return read_upload()
+    except (TimeoutError, ClientDisconnected):  # Werkzeug reports a timeout as a disconnection
+        raise UploadTimeout("upload timed out: the client stopped sending before the end of "
+                            "its upload") from None
+
+
 def json_error(status: int, message: str):
     response = jsonify(error=message, status=status)
     response.status_code = status
@@ -140,10 +240,13 @@ def json_error(status: int, message: str):
 
 def create_app(model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT_DETECTOR,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
-               max_pending: int = DEFAULT_MAX_PENDING, live: live_page.LiveMonitor | None = None) -> Flask:
+               max_pending: int = DEFAULT_MAX_PENDING,
+               max_inflight_mb: float = DEFAULT_MAX_INFLIGHT_MB,
+               live: live_page.LiveMonitor | None = None) -> Flask:
     """The Flask app, with the model loaded once (InputError if it cannot be); with ``live``,
     the camera's live page too (live.py)."""
-    service = LandmarkService(model_path, detector, workers, max_pending)
+    max_inflight_mb = max(max_inflight_mb, max_upload_mb)  # room for one upload of the largest size
+    service = LandmarkService(model_path, detector, workers, max_pending, int(max_inflight_mb * 2**20))
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.json.sort_keys = False  # the keys in predict.py --json's order
@@ -168,8 +271,13 @@ def create_app(model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT
     def landmarks():
         started = time.perf_counter()
         try:
-            data, name = read_upload()
-            record = service.annotate(data, name)
+            with service.admitted(upload_reservation(app.config["MAX_CONTENT_LENGTH"])):
+                data, name = read_upload_in_time()
+                record = service.process(data, name)
+        except UploadTimeout as err:
+            response = json_error(408, str(err))
+            response.headers["Connection"] = "close"
+            return response
         except predict.ModelOutputError as err:  # the server's model is at fault, not the upload
             return json_error(500, f"{err.model_path.name}: {err.fault}")
         except predict.InputError as err:
@@ -177,6 +285,7 @@ def create_app(model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT
         except Busy:
             response = json_error(503, "busy: too many requests waiting, try again shortly")
             response.headers["Retry-After"] = "1"
+            response.headers["Connection"] = "close"  # its body, if any, was not read
             return response
         record["timing_ms"]["total"] = ms(time.perf_counter() - started)
         return jsonify(record)
@@ -220,6 +329,104 @@ def create_app(model_path=predict.DEFAULT_MODEL, detector: str = predict.DEFAULT
     return app
 
 
+# ---------------------------------------------------------------------------------------
+# The server: Werkzeug's threaded server with a bound on connections and a client timeout
+# ---------------------------------------------------------------------------------------
+
+class CappedReads:
+    """A request's input stream whose reads return at most ``cap`` bytes at a time: after
+    answering, Werkzeug throws away what the client still sends in reads of 10 MB, which
+    each hold that much memory while a refused upload trickles in."""
+
+    def __init__(self, stream, cap: int = 64 * 1024):
+        self._stream, self._cap = stream, cap
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(self._cap if size is None or size < 0 or size > self._cap else size)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class TimedRequestHandler(WSGIRequestHandler):
+    """Drops a client that sends nothing for ``timeout`` seconds (idle or stalled upload)."""
+
+    timeout = DEFAULT_CLIENT_TIMEOUT_S
+
+    def setup(self):
+        super().setup()
+        self.rfile = CappedReads(self.rfile)
+
+
+_BUSY_BODY = b'{"error": "busy: too many connections, try again shortly", "status": 503}\n'
+BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+class BoundedServer(ThreadedWSGIServer):
+    """At most ``max_connections`` connections are served at once, each on its own thread;
+    one more is answered 503 and closed at once, before anything of it is read."""
+
+    def __init__(self, *args, max_connections: int = DEFAULT_MAX_CONNECTIONS, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._connections = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address):
+        if not self._connections.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(BUSY_RESPONSE)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+
+def serve(app, host: str, port: int, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+          client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S) -> BoundedServer:
+    """A BoundedServer of ``app`` listening on host:port; InputError naming them and the
+    fault when it cannot listen there (unknown host, port in use, no permission)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as err:
+        raise predict.InputError(f"--host {host}: cannot listen there ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as err:
+        listener.close()
+        raise predict.InputError(f"cannot listen on {host}:{port} ({err.strerror})") from None
+    handler = type("Handler", (TimedRequestHandler,), {"timeout": client_timeout_s})
+    try:  # Werkzeug takes its own copy of the listening socket
+        return BoundedServer(host, port, app, handler, fd=listener.fileno(), max_connections=max_connections)
+    finally:
+        listener.close()
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"wants a number of seconds above 0, got {text!r}")
+    return value
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -244,8 +451,6 @@ def positive_megabytes(text: str) -> float:
 
 
 def main(argv=None) -> int:
-    from werkzeug.serving import make_server
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -257,19 +462,24 @@ def main(argv=None) -> int:
     parser.add_argument("--max-upload-mb", type=positive_megabytes, default=DEFAULT_MAX_UPLOAD_MB)
     parser.add_argument("--workers", type=predict.positive_int, default=DEFAULT_WORKERS,
                         help="images processed at once (one TFLite interpreter each)")
+    parser.add_argument("--max-inflight-mb", type=positive_megabytes, default=DEFAULT_MAX_INFLIGHT_MB,
+                        help="all uploads held at once (read, waiting or processed); beyond: 503 "
+                        "before reading (at least --max-upload-mb)")
+    parser.add_argument("--max-connections", type=predict.positive_int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="connections served at once; beyond: 503 at once")
+    parser.add_argument("--client-timeout", type=positive_seconds, default=DEFAULT_CLIENT_TIMEOUT_S,
+                        help="seconds a client may send nothing (idle, or a stalled upload) before it is "
+                        "disconnected")
     live_page.add_flags(parser)
     args = parser.parse_args(argv)
 
     try:
         live = live_page.from_args(parser, args, args.model, args.detector)
-        app = create_app(args.model, args.detector, args.max_upload_mb, args.workers, live=live)
+        app = create_app(args.model, args.detector, args.max_upload_mb, args.workers,
+                         max_inflight_mb=args.max_inflight_mb, live=live)
+        server = serve(app, args.host, args.port, args.max_connections, args.client_timeout)
     except predict.InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return predict.EXIT_BAD_INPUT
-    try:
-        server = make_server(args.host, args.port, app, threaded=True)
-    except OSError as err:
-        print(f"error: cannot listen on {args.host}:{args.port} ({err.strerror})", file=sys.stderr)
         return predict.EXIT_BAD_INPUT
     service = app.extensions["landmarks"]
     host = f"[{args.host}]" if ":" in args.host else args.host

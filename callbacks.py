@@ -3,6 +3,8 @@ PNG of the learning curves. Everything else (resume, CSV, TensorBoard) is Keras'
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -52,14 +54,27 @@ def pending_path(directory, name: str) -> Path:
 def write_pending(directory, saves: dict) -> list[str]:
     """First half of ``save_together``: each file written beside its final place; nothing
     replaced yet. Returns the names, for ``commit_pending`` or ``discard_pending``."""
-    for name, save in saves.items():
-        save(str(pending_path(directory, name)))
+    written = []
+    try:
+        for name, save in saves.items():
+            written.append(name)
+            save(str(pending_path(directory, name)))
+    except BaseException:  # a full disk, say: no half-written pending file stays behind
+        discard_pending(directory, written)
+        raise
     return list(saves)
 
 
 def commit_pending(directory, names) -> None:
-    """Second half of ``save_together``: the journal (the commit point), then the renames."""
+    """Second half of ``save_together``: the journal (the commit point), then the renames.
+    FileNotFoundError, and nothing replaced, when a pending file is gone (removed by another
+    process): a run never reports a file it did not write."""
     journal = {name: pending_path(directory, name).name for name in names}
+    missing = [name for name, temporary in journal.items() if not (Path(directory) / temporary).is_file()]
+    if missing:
+        discard_pending(directory, names)
+        raise FileNotFoundError(f"{Path(directory)}: the files written for {', '.join(missing)} are gone "
+                                "(removed by another process); nothing was replaced")
     atomic_save(Path(directory) / PENDING_JOURNAL, lambda p: Path(p).write_text(json.dumps(journal)))
     recover_directory(directory)
 
@@ -92,6 +107,27 @@ def recover_directory(directory) -> list[str]:
             stale.unlink()
             done.append(stale.name)
     return done
+
+
+class DirectoryBusy(Exception):
+    """Another process holds the folder's lock (directory_lock)."""
+
+
+@contextlib.contextmanager
+def directory_lock(directory):
+    """Hold an exclusive lock on ``directory`` itself (``flock`` on the folder, no lock file
+    left behind) while the block runs, so that two runs never write, recover or clean up the
+    same folder's pending files at once; DirectoryBusy at once if another process holds it.
+    The lock goes with the process: a killed run leaves none."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DirectoryBusy(f"{Path(directory)}: another run is writing there") from None
+        yield Path(directory)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def process_alive(pid: int) -> bool:

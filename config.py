@@ -105,6 +105,24 @@ class Config:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+# Framing values a model can be trained with (train.py refuses others, predict.py refuses
+# models with others): beyond them the crop is empty, or larger than any photo.
+IMAGE_DIM_RANGE, CROP_MARGIN_RANGE, CROP_SHIFT_Y_RANGE = (32, 1024), (0.0, 1.0), (-0.5, 0.5)
+
+
+def framing_fault(image_dim: int, crop_margin: float, crop_shift_y: float) -> str | None:
+    """What is wrong with a framing (None: nothing): each value finite and in its range,
+    image_dim a multiple of 32 (the networks halve it five times)."""
+    for name, value, (low, high) in (("image_dim", image_dim, IMAGE_DIM_RANGE),
+                                     ("crop_margin", crop_margin, CROP_MARGIN_RANGE),
+                                     ("crop_shift_y", crop_shift_y, CROP_SHIFT_Y_RANGE)):
+        if not (math.isfinite(value) and low <= value <= high):
+            return f"{name} {value:g} is outside [{low:g}, {high:g}]"
+    if image_dim % 32:
+        return f"image_dim {image_dim} is not a multiple of 32"
+    return None
+
+
 def framing_of(config: Config) -> dict:
     """What inference needs to frame a face exactly as training did (saved beside models)."""
     return {

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,15 @@ class KerasLandmarks:
                 raise ValueError(f"{config_file}: needed to rebuild the network of {path.name}")
             keras.mixed_precision.set_global_policy("float32")
             self.model = build_network(config["arch"], int(self.framing["image_dim"]))
-            self.model.load_weights(str(path))
+            try:  # Keras warns about each layer, then lists every mismatched array
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    self.model.load_weights(str(path))
+            except ValueError:
+                raise ValueError(f"{path}: its weights do not fit the '{config['arch']}' network that "
+                                 f"{config_file} names (weights of another --arch?)") from None
+            for warning in caught:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         else:
             self.model = keras.saving.load_model(str(path), compile=False)
 
@@ -153,6 +162,36 @@ class TFLiteLandmarks:
         points = np.stack([geometry.px_to_norm(p, dim) for p, _ in results])
         confidence = None if results[0][1] is None else np.stack([c for _, c in results])
         return points, confidence
+
+
+# What --split can name (evaluation_faces): the 300-W parts, or train.py's held-out faces.
+SPLITS = ("test", "common", "challenging", "train", "validation")
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def model_files(path) -> list[Path]:
+    """The files a model is read from: the model, and the metadata beside it."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return [path, path.with_suffix(".json")]
+    return [path, path.parent / "config.json", path.parent / "framing.json"]
+
+
+def output_fault(flag: str, path, inputs) -> str | None:
+    """Why ``path`` (given to ``flag``) cannot be written, checked before any scoring: it is
+    one of ``inputs`` (the models, their metadata, the data), a folder, or in a folder that
+    does not exist or cannot be written to. None: it can."""
+    path = Path(path)
+    if os.path.realpath(path) in {os.path.realpath(p) for p in inputs}:
+        return f"{flag} {path}: is one of the inputs (a model, its metadata or the data); write elsewhere"
+    if path.is_dir():
+        return f"{flag} {path}: is a folder; give a file name"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"{flag} {path}: the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"{flag} {path}: the folder {folder} is not writable"
+    return None
 
 
 def load_landmark_model(path) -> KerasLandmarks | TFLiteLandmarks:
@@ -556,7 +595,7 @@ def main(argv=None) -> int:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", required=True,
                         help="dlib XML layout (DIR/labels_ibug_300W_<split>.xml), an XML file, or a .pts folder")
-    parser.add_argument("--split", default="test",
+    parser.add_argument("--split", default="test", choices=SPLITS,
                         help="test (Common + Challenging), common, challenging, train, or validation "
                         "(the training images train.py holds out: --seed, --val-fraction); with "
                         "--split-mode xml: which labels_ibug_300W_<split>.xml")
@@ -585,6 +624,17 @@ def main(argv=None) -> int:
                         help="instead of evaluating: fit the detector's box mapping on these faces")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
+        parser.error(f"--plot {args.plot}: write the plot to a {', '.join(PLOT_SUFFIXES)} file")
+    if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
+        parser.error(f"--json and --plot name the same file, {args.json}")
+    inputs = ([args.data_dir, *Path(args.data_dir).glob("labels_ibug_300W_*.xml")]
+              + [p for model in [args.model, *args.compare] for p in model_files(model)])
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        fault = path and output_fault(flag, path, inputs)
+        if fault:  # before the evaluation, not after it
+            print(f"error: {fault}", file=sys.stderr)
+            return 2
     try:
         faces = evaluation_faces(args.data_dir, args.split, args.split_mode, args.seed, args.val_fraction)
         if args.fit_detector:

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -148,26 +149,35 @@ def crop_nme(pred_norm: np.ndarray, truth_norm: np.ndarray) -> float:
     return float(nme(pred_norm, truth_norm).mean())
 
 
+def model_name(text: str) -> str:
+    """--name: a plain file-name prefix (no folder, not hidden)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", text):
+        raise argparse.ArgumentTypeError(f"wants a file-name prefix of letters, digits, '.', '_' or "
+                                         f"'-' (no folder), got {text!r}")
+    return text
+
+
 def main(argv=None) -> int:
+    from predict import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--model", default="checkpoints/best_model_full.h5",
                         help="Keras checkpoint (.h5 or .weights.h5 with config.json beside it)")
     parser.add_argument("--out-dir", default="models")
-    parser.add_argument("--name", default="landmarks", help="file prefix: <name>_<format>.tflite")
+    parser.add_argument("--name", type=model_name, default="landmarks", help="file prefix: <name>_<format>.tflite")
     parser.add_argument("--quantize", choices=FORMATS + ("all",), default="all")
     parser.add_argument("--int8-input", choices=("int8", "float"), default="int8",
                         help="input type of the full-integer model (grey pixels fit int8 exactly); "
                         "its output stays float32: int8 coordinates alone would cost ~0.3 NME points")
     parser.add_argument("--data-dir", help="training data for calibration and the parity check "
                         "(default: the data_dir in config.json beside the checkpoint)")
-    parser.add_argument("--calibration-faces", type=int, default=300)
-    parser.add_argument("--parity-faces", type=int, default=100)
+    parser.add_argument("--calibration-faces", type=positive_int, default=300)
+    parser.add_argument("--parity-faces", type=positive_int, default=100)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    import dataset
     from predict import InputError, make_output_folder
 
     model_path = Path(args.model)
@@ -183,6 +193,22 @@ def main(argv=None) -> int:
     if not os.access(out_dir, os.W_OK):
         print(f"error: --out-dir {out_dir}: not writable", file=sys.stderr)
         return 2
+    import callbacks
+
+    try:
+        # A second export into the same folder is refused, instead of removing this one's
+        # pending files when it starts.
+        with callbacks.directory_lock(out_dir):
+            return export(args, model_path, out_dir)
+    except callbacks.DirectoryBusy as err:
+        print(f"error: --out-dir {err}; wait until it is done, or export elsewhere", file=sys.stderr)
+        return 2
+
+
+def export(args, model_path: Path, out_dir: Path) -> int:
+    """main's work, with --out-dir locked: convert, check, and move the files into place."""
+    import dataset
+
     try:
         checkpoint = load_keras_checkpoint(model_path)
     except (OSError, ValueError) as err:
@@ -236,9 +262,15 @@ def main(argv=None) -> int:
                 "68 values in [0, 1]: each landmark's heatmap spread against its median spread on "
                 "training crops (model.HeatmapConfidence); the face score is their mean")
             metadata["reference_spread"] = [round(float(v), 6) for v in reference_spread]
-        written += callbacks.write_pending(out_dir, {
-            names[0]: lambda p: Path(p).write_bytes(flatbuffer),
-            names[1]: lambda p: Path(p).write_text(json.dumps(metadata, indent=1))})
+        try:
+            written += callbacks.write_pending(out_dir, {
+                names[0]: lambda p: Path(p).write_bytes(flatbuffer),
+                names[1]: lambda p: Path(p).write_text(json.dumps(metadata, indent=1))})
+        except OSError as err:
+            callbacks.discard_pending(out_dir, written)
+            print(f"error: --out-dir {out_dir}: cannot write {names[0]} ({err.strerror}); "
+                  f"nothing in {out_dir} was replaced", file=sys.stderr)
+            return 2
         try:
             lite_points, lite_confidence = TFLiteLandmarks(tflite_path).predict_crops_with_confidence(
                 parity_crops)
@@ -271,7 +303,11 @@ def main(argv=None) -> int:
         print(f"error: {', '.join(failed)} differ from the Keras model by more than the tolerance: "
               f"not fit to ship; nothing in {out_dir} was replaced", file=sys.stderr)
         return 1
-    callbacks.commit_pending(out_dir, written)
+    try:
+        callbacks.commit_pending(out_dir, written)
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {', '.join(written)} to {out_dir}")
     return 0
 

@@ -48,8 +48,9 @@ class InputError(ValueError):
     """An input file or model is unusable; the message names the file and the fault."""
 
 
-def make_interpreter(model_path: str, threads: int):
-    """A TFLite interpreter from ai-edge-litert (or tf.lite when TensorFlow is installed)."""
+def make_interpreter(model_path: str, threads: int, model_content: bytes | None = None):
+    """A TFLite interpreter from ai-edge-litert (or tf.lite when TensorFlow is installed), of
+    the file ``model_path`` or, when given, of the flatbuffer ``model_content`` read from it."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -58,6 +59,8 @@ def make_interpreter(model_path: str, threads: int):
         except ImportError:
             raise InputError("no TFLite runtime: pip install ai-edge-litert "
                              "(or install TensorFlow)") from None
+    if model_content is not None:
+        return Interpreter(model_content=model_content, num_threads=threads)
     return Interpreter(model_path=model_path, num_threads=threads)
 
 
@@ -374,6 +377,8 @@ class HaarDetector:
         """The cascade's own boxes (x, y, w, h), largest first."""
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         shrink = min(1.0, self.MAX_SIDE / max(grey.shape[:2]))
+        if min(grey.shape[:2]) * shrink < self.min_size:  # too thin for a face (and for resize)
+            return []
         small = cv2.resize(grey, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else grey
         found = self.cascade.detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1, minNeighbors=5,
                                               minSize=(self.min_size, self.min_size))

@@ -339,9 +339,19 @@ def measure_face(landmarks_px: np.ndarray, image_size, options: MeasureOptions |
     left_ear, right_ear = eye_aspect_ratios(points)
     return {"pose": {"yaw": round(pose.yaw, 1), "pitch": round(pose.pitch, 1),
                      "roll": round(pose.roll, 1), "reason": None},
-            "eyes": {"left_ear": round(float(left_ear), 3), "right_ear": round(float(right_ear), 3),
-                     "reason": None},
-            "mouth": {"mar": round(float(mouth_aspect_ratio(points)), 3), "reason": None}}
+            "eyes": openness({"left_ear": left_ear, "right_ear": right_ear},
+                             "an eye's corners coincide (the eye has no width)"),
+            "mouth": openness({"mar": mouth_aspect_ratio(points)},
+                              "the mouth's inner corners coincide (the mouth has no width)")}
+
+
+def openness(ratios: dict, fault: str) -> dict:
+    """Ratios rounded to 0.001 with ``reason`` None; all None with ``fault`` as the reason
+    when one is not finite (a ratio over a zero width): JSON has no NaN or infinity."""
+    values = [float(v) for v in ratios.values()]
+    if not all(math.isfinite(v) for v in values):
+        return {**{name: None for name in ratios}, "reason": fault}
+    return {**{name: round(v, 3) for name, v in zip(ratios, values)}, "reason": None}
 
 
 # ---------------------------------------------------------------------------------------
@@ -370,8 +380,11 @@ def measures_text(face: dict) -> list[str]:
     pose, eyes, mouth = face.get("pose") or {}, face.get("eyes") or {}, face.get("mouth") or {}
     if pose.get("yaw") is None:
         return [pose.get("reason") or "no measures"]
+    def text(value):
+        return "-" if value is None else f"{value:.2f}"
+
     return [f"yaw {pose['yaw']:+.0f} pitch {pose['pitch']:+.0f} roll {pose['roll']:+.0f}",
-            f"EAR L {eyes['left_ear']:.2f} R {eyes['right_ear']:.2f}  MAR {mouth['mar']:.2f}"]
+            f"EAR L {text(eyes['left_ear'])} R {text(eyes['right_ear'])}  MAR {text(mouth['mar'])}"]
 
 
 def draw_measures(image_bgr: np.ndarray, faces: list[dict], extra_lines=None) -> np.ndarray:

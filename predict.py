@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -30,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_PIXELS = 80_000_000  # a 16-bit 80 MP photo is already 480 MB decoded
+# Largest photo file read: a camera's 80 MP JPEG is 20-40 MB; beyond this a file costs its
+# size in memory before its header could refuse it.
+MAX_FILE_MB = 100
 # A second wall behind decode_image's header check: OpenCV's own decoders refuse larger
 # images. OpenCV reads this variable once, when it is loaded, so it is set before cv2 is.
 _opencv_limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "")
@@ -82,10 +86,26 @@ def load_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
     try:
-        data = path.read_bytes()
+        data = read_photo_file(path)
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror})") from None
     return decode_image(data, str(path), max_pixels)
+
+
+def read_photo_file(path: Path, max_bytes: int = MAX_FILE_MB * 1024 * 1024) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; InputError, before reading, for
+    anything else (a FIFO would block, a device never ends, a huge file fills memory)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: not a regular file (a pipe, device or socket); give a photo file")
+    if info.st_size > max_bytes:
+        raise InputError(f"{path}: file too large ({info.st_size / 2**20:.0f} MB; the limit is "
+                         f"{max_bytes / 2**20:.0f} MB)")
+    with path.open("rb") as file:
+        data = file.read(max_bytes + 1)  # the file may have grown since stat
+    if len(data) > max_bytes:
+        raise InputError(f"{path}: file too large (the limit is {max_bytes / 2**20:.0f} MB)")
+    return data
 
 
 def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -159,6 +179,12 @@ def load_eyes(threads: int = 1):
         raise InputError(str(err)) from None
 
 
+def keep_faces(predictions: list["FacePrediction"]) -> list["FacePrediction"]:
+    """The detections the landmark model takes for faces: score at least FACE_SCORE_THRESHOLD
+    (all of them for a model without a confidence output)."""
+    return [p for p in predictions if p.score is None or p.score >= FACE_SCORE_THRESHOLD]
+
+
 def metadata_path(model_path) -> Path:
     return Path(model_path).with_suffix(".json")
 
@@ -173,6 +199,8 @@ class LandmarkModel:
     def __init__(self, model_path=DEFAULT_MODEL, threads: int = 1, flip_average: bool = False,
                  refine: bool = False, mesh=None, eyes=None):
         self.path = Path(model_path)
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a folder, not a model file (give a .tflite file)")
         if not self.path.is_file():
             hint = (" (train and export one: python train.py, then python export_tflite.py)"
                     if self.path == DEFAULT_MODEL else "")
@@ -189,6 +217,13 @@ class LandmarkModel:
             self.crop_shift_y = float(framing["crop_shift_y"])
         except (ValueError, KeyError, TypeError) as err:
             raise InputError(f"{meta_file}: malformed metadata ({type(err).__name__}: {err})") from None
+        fault = config.framing_fault(self.image_dim, self.crop_margin, self.crop_shift_y)
+        if fault:
+            raise InputError(f"{meta_file}: unusable framing: {fault}")
+        try:  # read once: a file replaced or deleted later changes nothing in this process
+            self._content = self.path.read_bytes()
+        except OSError as err:
+            raise InputError(f"{self.path}: cannot read ({err.strerror})") from None
         self.threads = threads
         self.flip_average = flip_average
         self.refine = refine
@@ -201,7 +236,7 @@ class LandmarkModel:
         interpreter = getattr(self._local, "interpreter", None)
         if interpreter is None:
             try:
-                interpreter = make_interpreter(str(self.path), self.threads)
+                interpreter = make_interpreter(str(self.path), self.threads, self._content)
                 interpreter.allocate_tensors()
             except InputError:
                 raise
@@ -404,19 +439,44 @@ def output_stems(files, out_dir: Path) -> list[Path]:
     ``<out>/<whole stem>_landmarks``, with ``-2``, ``-3``... added where two inputs share a
     stem (``a.jpg`` and ``a.png``, ``d1/x.jpg`` and ``d2/x.jpg``) or where the name would be
     one of the inputs themselves: no output overwrites another, nor an input."""
-    inputs = {os.path.abspath(p) for p in files}
+    inputs = {os.path.realpath(p) for p in files}  # realpath: a symlinked --out is seen through
     taken, stems = set(), []
     for path in files:
         base, number = f"{Path(path).stem}_landmarks", 1
         while True:
             stem = out_dir / (base if number == 1 else f"{base}-{number}")
-            outputs = {os.path.abspath(f"{stem}{suffix}") for suffix in (".png", ".json")}
+            outputs = {os.path.realpath(f"{stem}{suffix}") for suffix in (".png", ".json")}
             if not outputs & (taken | inputs):
                 break
             number += 1
         taken |= outputs
         stems.append(stem)
     return stems
+
+
+MAX_THREADS = 64  # far more than a Pi (or most machines) has cores; TFLite crashes on huge counts
+
+
+def thread_count(text: str) -> int:
+    """--threads: a whole number from 1 to MAX_THREADS."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"wants a whole number from 1 to {MAX_THREADS}, got {text!r}")
+    return value
+
+
+def focal_length(text: str) -> float:
+    """--focal-px: a finite length in pixels above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"wants a focal length in pixels above 0, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -444,7 +504,7 @@ def annotate_image(path, model: LandmarkModel, detector, box=None,
     """Detect (or take `box`) and predict: (the JSON record, the decoded image)."""
     image = load_image(path)
     predictions = (model.predict(image, [check_box(box, image.shape, str(path))]) if box
-                   else model.predict_detections(image, detector.detect(image)))
+                   else keep_faces(model.predict_detections(image, detector.detect(image))))
     return image_record(str(path), image, predictions, measure_options), image
 
 
@@ -523,7 +583,7 @@ def main(argv=None) -> int:
     parser.add_argument("--box", type=parse_box, help="face box x,y,w,h: skip detection")
     parser.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR,
                         help="face detector (blazeface: the short range model, or the full range one for small faces; see models/DETECTORS.md)")
-    parser.add_argument("--threads", type=positive_int, default=1, help="TFLite interpreter threads")
+    parser.add_argument("--threads", type=thread_count, default=1, help="TFLite interpreter threads")
     parser.add_argument("--flip-average", action="store_true",
                         help="average with the mirrored face's prediction (2x time, a bit more accurate)")
     parser.add_argument("--refine", action="store_true",
@@ -539,7 +599,7 @@ def main(argv=None) -> int:
                         "(the Raspberry Pi camera module; docs/monitor.md)")
     parser.add_argument("--max-frames", type=monitor.nonnegative_int, default=0,
                         help="stop video after this many frames (0: at its end)")
-    parser.add_argument("--focal-px", type=float, help="camera focal length in pixels, for the head "
+    parser.add_argument("--focal-px", type=focal_length, help="camera focal length in pixels, for the head "
                         "pose (default: the image's longer side; docs/face_measures.md)")
     parser.add_argument("--no-draw", dest="draw", action="store_false",
                         help="write only the JSON: no annotated image or video")

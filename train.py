@@ -25,7 +25,7 @@ from pathlib import Path
 
 import distill
 import distribute
-from config import Config, framing_of
+from config import Config, framing_fault, framing_of
 
 HELP = {
     "data_dir": "dlib's ibug_300W_large_face_landmark_dataset (XML) or a 300-W folder of "
@@ -108,7 +108,56 @@ def parse_args(argv=None) -> Config:
     if config.warmup_epochs < 0 or config.warmup_epochs >= config.epochs:
         parser.error(f"--warmup-epochs must be at least 0 and less than --epochs "
                      f"({config.epochs}), got {config.warmup_epochs:g}")
+    fault = range_fault(config)
+    if fault:
+        parser.error(fault)
     return config
+
+
+def range_fault(config: Config) -> str | None:
+    """The first flag whose value is out of range, as a message (None: all in range)."""
+    fault = framing_fault(config.image_dim, config.crop_margin, config.crop_shift_y)
+    if fault:
+        name = fault.split()[0]
+        return f"--{name.replace('_', '-')}{fault[len(name):]}"
+    for flag, value, low in (("--batch-size", config.batch_size, 1), ("--epochs", config.epochs, 1),
+                             ("--steps-per-epoch", config.steps_per_epoch, 0), ("--seed", config.seed, 0)):
+        if value < low:
+            return f"{flag} must be at least {low}, got {value}"
+    if config.seed >= 2**32:
+        return f"--seed must be less than 2**32, got {config.seed}"
+    if not 0.0 <= config.val_fraction < 1.0:
+        return f"--val-fraction must be in [0, 1), got {config.val_fraction:g}"
+    if not (math.isfinite(config.lr) and config.lr >= 0):  # 0: nothing moves (a check)
+        return f"--lr must be a finite number of at least 0, got {config.lr:g}"
+    return None
+
+
+def check_checkpoint_dir(config: Config) -> None:
+    """Before anything is written: --checkpoint-dir must be a writable folder (or creatable),
+    and a run that resumes its backup must build the network the backup holds."""
+    import dataset
+
+    folder = Path(config.checkpoint_dir)
+    if folder.exists() and not folder.is_dir():
+        raise dataset.DataError(f"--checkpoint-dir {folder}: is a file, not a folder")
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise dataset.DataError(f"--checkpoint-dir {folder}: {existing} is not writable")
+    recorded = folder / "config.json"
+    if not ((folder / "backup" / "training_metadata.json").exists() and recorded.is_file()):
+        return
+    try:
+        before = Config.from_json_file(recorded)
+    except (ValueError, TypeError) as err:
+        raise dataset.DataError(f"{recorded}: unreadable ({err}); the backup beside it cannot be "
+                                "resumed safely: use another --checkpoint-dir") from None
+    for name in ("arch", "image_dim"):
+        if getattr(before, name) != getattr(config, name):
+            raise dataset.DataError(
+                f"--checkpoint-dir {folder}: holds the backup of a run with --{name.replace('_', '-')} "
+                f"{getattr(before, name)}, not {getattr(config, name)}; resume it with the same value, "
+                "or train into another --checkpoint-dir")
 
 
 def learning_rate(config: Config, steps_per_epoch: int):
@@ -211,9 +260,7 @@ def train(config: Config, strategy=None) -> dict:
     keras.utils.set_random_seed(config.seed)
     checkpoint_dir = Path(config.checkpoint_dir)
     if chief:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        (checkpoint_dir / "config.json").write_text(config.to_json())
-        (checkpoint_dir / "framing.json").write_text(json.dumps(framing_of(config), indent=2))
+        check_checkpoint_dir(config)
 
     teacher_specs = distill.parse_teachers(config.teacher) if config.teacher else []
     train_data, val_data = prepare_data(config)
@@ -253,6 +300,10 @@ def train(config: Config, strategy=None) -> dict:
                                         f"--arch {config.arch} ({err})") from None
             logging.info("initial weights from %s", config.init_weights)
     logging.info("%s: %d parameters", model.name, model.count_params())
+    if chief:  # only now that data, flags, backup and weights are known to be usable
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / "config.json").write_text(config.to_json())
+        (checkpoint_dir / "framing.json").write_text(json.dumps(framing_of(config), indent=2))
 
     history_csv = checkpoint_dir / "history.csv"
     # A fresh run in an old folder starts a new best; a resumed one keeps its own.
@@ -410,6 +461,10 @@ def main(argv=None) -> int:
         return 2
     except callbacks.TrainingDiverged as err:
         logging.error("%s", err)
+        return 1
+    except OSError as err:  # a full disk or a folder gone read-only while saving
+        logging.error("cannot write %s: %s; the last complete checkpoints in %s stand",
+                      err.filename or "a checkpoint", err.strerror or err, config.checkpoint_dir)
         return 1
     return 0
 

@@ -10,7 +10,7 @@ Two sets:
   default), its points predicted, and the EAR measured: the mean of both eyes for closed
   against open, the smaller eye's for wink against open.
 - ``300w_subset/`` (the annotated test faces, framed by the dataset's box as
-  evaluate_measures.py does): a face counts as closed-eyed when the EAR of its annotated
+  benchmarks/measures.py does): a face counts as closed-eyed when the EAR of its annotated
   points is below the threshold; the EAR of the predicted points is scored against that.
 
 For each: ROC AUC (the chance that a closed-eyed face has a lower EAR than an open-eyed one;

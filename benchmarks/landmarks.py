@@ -322,7 +322,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "300w_subset"))
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", choices=evaluate.SPLITS)
     parser.add_argument("--models", nargs="+", default=[str(REPO / "models" / "landmarks_int8.tflite"),
                                                         str(REPO / "models" / "landmarks_float32.tflite")])
     parser.add_argument("--dlib-model", default=str(DLIB_CACHE))

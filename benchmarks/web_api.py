@@ -7,16 +7,28 @@
 Starts ``app.py`` as a subprocess on 127.0.0.1 (a free port), sends warm-up requests, then
 the measured ones, and checks every answer: HTTP 200 and the same faces as the first.
 Bounded: at most --requests requests and --time-limit seconds. Exit status 1 if any failed.
+
+    python -m benchmarks.web_api --load uploads -c 120 --upload-mb 13 --rate-mbps 2   # slow big uploads
+    python -m benchmarks.web_api --load uploads -c 4 --image big80mp.jpg             # 4 large photos at once
+    python -m benchmarks.web_api --load idle -c 1000                                  # connections that send nothing
+
+``--load`` measures the server's memory instead: -c clients at once, each once, on raw
+sockets (a client that gets an answer before it has sent its whole body stops sending, as
+browsers and curl do); the server's peak resident memory (VmHWM) and thread count are read
+from /proc while they run. Linux only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -49,10 +61,11 @@ def post(url: str, body: bytes, content_type: str, timeout: float) -> tuple[int,
         return err.code, json.loads(err.read() or b"{}")
 
 
-def start_server(python: str, model: str | None, workers: int, timeout: float = 120.0):
+def start_server(python: str, model: str | None, workers: int, timeout: float = 120.0,
+                 app: str = str(REPO_DIR / "app.py"), extra=()):
     """`python app.py --port 0` on loopback: (process, base URL). The app prints its URL."""
-    command = [python, str(REPO_DIR / "app.py"), "--host", "127.0.0.1", "--port", "0",
-               "--workers", str(workers)] + (["--model", model] if model else [])
+    command = [python, app, "--host", "127.0.0.1", "--port", "0",
+               "--workers", str(workers)] + (["--model", model] if model else []) + list(extra)
     process = subprocess.Popen(command, cwd=REPO_DIR, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + timeout
@@ -70,6 +83,105 @@ def start_server(python: str, model: str | None, workers: int, timeout: float = 
     raise RuntimeError(f"app.py did not start within {timeout:.0f} s: {''.join(seen)!r}")
 
 
+def server_memory(pid: int) -> dict:
+    """The server process's resident memory now and at its peak (MB) and its thread count."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":" in line)
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
+            "threads": int(fields["Threads"])}
+
+
+def raw_upload(port: int, body: bytes, content_type: str, rate_bytes_s: float, timeout: float) -> dict:
+    """POST ``body`` on a raw socket at about ``rate_bytes_s`` (0: as fast as possible),
+    stopping as soon as the server answers: status, bytes sent, seconds to the answer."""
+    started = time.monotonic()
+    sent = 0
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+            connection.sendall(f"POST /api/landmarks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                               f"{content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+            view, chunk = memoryview(body), 64 * 1024
+            while sent < len(body):
+                if select.select([connection], [], [], 0)[0]:
+                    break  # answered early (503, 413): stop sending
+                sent += connection.send(view[sent:sent + chunk])
+                if rate_bytes_s:
+                    time.sleep(max(0.0, started + sent / rate_bytes_s - time.monotonic()))
+            connection.settimeout(timeout)
+            answer = b""
+            while b"\r\n" not in answer:
+                data = connection.recv(65536)
+                if not data:
+                    break
+                answer += data
+        status = int(answer.split()[1]) if answer.startswith(b"HTTP/") else "closed"
+    except OSError as err:
+        status = type(err).__name__
+    return {"status": status, "sent_fraction": sent / len(body), "seconds": time.monotonic() - started}
+
+
+def run_memory_load(args, process, base_url: str) -> int:
+    """--load uploads|idle: the server's memory and threads under -c clients at once."""
+    port = int(base_url.rstrip("/").rsplit(":", 1)[1])
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(server_memory(process.pid))
+            time.sleep(0.05)
+
+    before = server_memory(process.pid)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    if args.load == "idle":
+        connections = []
+        for _ in range(args.concurrency):
+            try:
+                connections.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            except OSError:
+                break
+        time.sleep(1.0)
+        held = server_memory(process.pid)
+        answered = sum(bool(select.select([c], [], [], 0)[0]) for c in connections)
+        deadline = time.monotonic() + args.time_limit
+        while time.monotonic() < deadline and server_memory(process.pid)["threads"] > before["threads"]:
+            time.sleep(0.5)
+        dropped_after = time.monotonic() - started
+        for connection in connections:
+            connection.close()
+        results = {"opened": len(connections), "answered_at_once": answered, "threads_while_held": held["threads"],
+                   "seconds_until_threads_back": round(dropped_after, 1)}
+    else:
+        if args.upload_mb:
+            body, content_type = os.urandom(int(args.upload_mb * 2**20)), "image/jpeg"  # not a photo: 400 once read
+        else:
+            body, content_type = Path(args.image).read_bytes(), "image/jpeg"
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            answers = list(pool.map(lambda _: raw_upload(port, body, content_type, args.rate_mbps * 2**20,
+                                                         args.time_limit), range(args.concurrency)))
+        statuses = sorted({str(a["status"]) for a in answers})
+        results = {"uploads": len(answers), "upload_mb": round(len(body) / 2**20, 2),
+                   "rate_mbps": args.rate_mbps or None,
+                   "statuses": {s: sum(str(a["status"]) == s for a in answers) for s in statuses},
+                   "refused_503_after_sending_mean": round(float(np.mean(
+                       [a["sent_fraction"] for a in answers if a["status"] == 503] or [0])), 3),
+                   "wall_s": round(time.monotonic() - started, 1)}
+    stop.set()
+    sampler.join(5)
+    after = server_memory(process.pid)
+    figures = {"load": args.load, "clients": args.concurrency, **results,
+               "server_rss_mb_before": round(before["rss_mb"]), "server_peak_rss_mb": round(after["peak_rss_mb"]),
+               "server_threads_peak": max(s["threads"] for s in samples + [after]),
+               "server_rss_mb_after": round(after["rss_mb"]), "machine": describe_machine()}
+    for key, value in figures.items():
+        print(f"{key}: {value}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.web_api",
                                      description=__doc__.split("\n\n")[0],
@@ -84,7 +196,23 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=300.0,
                         help="stop sending after this many seconds")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--load", choices=("uploads", "idle"),
+                        help="measure the server's memory under -c clients at once instead (see above)")
+    parser.add_argument("--upload-mb", type=float, default=0.0,
+                        help="--load uploads: send this many MB of random bytes instead of --image")
+    parser.add_argument("--rate-mbps", type=float, default=0.0,
+                        help="--load uploads: each client sends this many MB/s (0: as fast as it can)")
+    parser.add_argument("--app", default=str(REPO_DIR / "app.py"), help="the app.py to serve")
+    parser.add_argument("--app-args", default="", help="more arguments for app.py, e.g. '--max-connections 32'")
     args = parser.parse_args(argv)
+    if args.load:
+        process, base_url = start_server(args.python, args.model, args.workers, app=args.app,
+                                         extra=args.app_args.split())
+        try:
+            return run_memory_load(args, process, base_url)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
     data = Path(args.image).read_bytes()
     body, content_type = multipart_body(data, Path(args.image).name)

@@ -3,12 +3,15 @@ requests, uploads that never touch the disk, and the server in the Pi environmen
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
+import socket
 import struct
 import tempfile
 import threading
+import time
 import urllib.request
 import zlib
 
@@ -407,3 +410,137 @@ def test_out_of_range_server_settings_are_refused(capsys, flag, value, message):
         app_module.main([flag, value])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile clients, second round: memory and threads stay bounded, messages say what is wrong
+# ---------------------------------------------------------------------------------------
+
+def test_an_image_field_sent_as_text_is_told_so(client):
+    response = client.post("/api/landmarks", data={"image": "photo.jpg"}, content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith("the multipart field 'image' is text, not a file")
+
+
+def test_a_bad_host_or_a_port_in_use_exits_2_with_one_line(capsys):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        for args, message in [(["--host", "no.such.host.invalid"], "--host no.such.host.invalid: cannot listen there"),
+                              (["--port", str(port)], f"cannot listen on 127.0.0.1:{port} (Address already in use)")]:
+            try:
+                code = app_module.main(args)
+            except SystemExit as stop:
+                code = stop.code
+            err = capsys.readouterr().err
+            assert code == 2 and f"error: {message}" in err, err
+    finally:
+        taken.close()
+
+
+def test_a_model_deleted_or_replaced_while_serving_changes_nothing(tmp_path):
+    model = tmp_path / "landmarks_int8.tflite"
+    model.write_bytes(predict.DEFAULT_MODEL.read_bytes())
+    model.with_suffix(".json").write_text(predict.metadata_path(predict.DEFAULT_MODEL).read_text())
+    client = app_module.create_app(model_path=model, workers=2).test_client()
+    model.write_bytes(b"\x00" * 64)  # replaced by junk, then gone
+    model.unlink()
+    model.with_suffix(".json").unlink()
+    for _ in range(3):  # every worker thread builds its interpreter now, from the model loaded
+        response = upload(client, ASTRONAUT.read_bytes())
+        assert response.status_code == 200 and len(response.get_json()["faces"]) == 1
+    assert str(tmp_path) not in response.get_data(as_text=True)
+    assert client.get("/healthz").get_json()["status"] == "ok"
+
+
+@contextlib.contextmanager
+def live_server(app, **settings):
+    server = app_module.serve(app, "127.0.0.1", 0, **settings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def read_response(connection: socket.socket) -> tuple[int, dict]:
+    """(status, JSON body) of the answer on a raw connection (the server closes it)."""
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = [line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+    assert [int(v) for v in length] == [len(body)], "the answer's Content-Length is its body's"
+    return int(head.split()[1]), json.loads(body)
+
+
+def post_head(port: int, length: int, content_type: str = "image/jpeg") -> socket.socket:
+    """A connection that has sent a POST's headers announcing ``length`` bytes, and no body."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    connection.sendall(f"POST /api/landmarks HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                       f"Content-Length: {length}\r\n\r\n".encode())
+    return connection
+
+
+def test_uploads_past_the_inflight_budget_get_503_before_their_body_is_read(app):
+    small = app_module.create_app(max_upload_mb=1, max_inflight_mb=1)
+    with live_server(small) as port:
+        first = post_head(port, 900_000)  # holds 900 KB of the 1 MB budget while it trickles in
+        first.sendall(b"\xff" * 1000)
+        deadline = time.monotonic() + 30
+        while small.extensions["landmarks"].upload_budget.used == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = post_head(port, 900_000)  # its body is never sent: the answer comes first
+        status, record = read_response(second)
+        assert status == 503 and record["error"].startswith("busy")
+        first.sendall(b"\x00" * (900_000 - 1000))
+        status, record = read_response(first)
+        assert status == 400 and "not an image" in record["error"]
+        assert small.extensions["landmarks"].upload_budget.used == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as response:
+            assert json.loads(response.read())["status"] == "ok"
+
+
+def test_connections_past_the_limit_get_503_at_once_and_idle_ones_are_dropped(app):
+    with live_server(app, max_connections=2, client_timeout_s=1.0) as port:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
+        time.sleep(0.2)  # both accepted and waiting for a request line
+        extra = socket.create_connection(("127.0.0.1", port), timeout=30)
+        status, record = read_response(extra)  # without sending anything
+        assert status == 503 and record == {"error": "busy: too many connections, try again shortly",
+                                            "status": 503}
+        for connection in idle:  # the server hangs up on clients that send nothing
+            assert connection.recv(1024) == b""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as response:
+            assert response.status == 200  # their places are free again
+
+
+def test_a_stalled_upload_is_answered_408_and_frees_its_budget(app):
+    with live_server(app, client_timeout_s=1.0) as port:
+        stalled = post_head(port, 500_000)
+        stalled.sendall(b"\xff\xd8" + b"\x00" * 1000)
+        status, record = read_response(stalled)
+        assert status == 408 and record["error"].startswith("upload timed out: the client stopped sending")
+        assert app.extensions["landmarks"].upload_budget.used == 0
+
+
+def test_a_photo_too_thin_for_a_face_has_no_faces_with_haar():
+    client = app_module.create_app(detector="haar").test_client()
+    response = upload(client, png_bytes(np.full((2, 20_000, 3), 128, np.uint8)), "wide.png")
+    assert response.status_code == 200 and response.get_json()["faces"] == []
+
+
+def test_a_model_whose_framing_is_out_of_range_stops_the_app_at_start(tmp_path):
+    model = tmp_path / "odd.tflite"
+    model.write_bytes(predict.DEFAULT_MODEL.read_bytes())
+    metadata = json.loads(predict.metadata_path(predict.DEFAULT_MODEL).read_text())
+    metadata["framing"]["crop_shift_y"] = 1e308
+    model.with_suffix(".json").write_text(json.dumps(metadata))
+    with pytest.raises(predict.InputError,
+                       match=r"odd.json: unusable framing: crop_shift_y 1e\+308 is outside \[-0.5, 0.5\]"):
+        app_module.create_app(model_path=model)  # main prints it and exits 2, as for any bad model

@@ -71,3 +71,10 @@ def test_pixel_sensitivity_is_zero_without_a_change_and_larger_for_int8(subset_d
     # a grey level on 7 pixels is invisible; float32 barely moves, int8 rounds its activations
     assert 0 < moved_float < 0.02
     assert moved_int8 > 3 * moved_float
+
+
+def test_an_unknown_split_is_refused_as_a_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--split", "hidden"])
+    assert stop.value.code == 2
+    assert "argument --split: invalid choice: 'hidden'" in capsys.readouterr().err

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
 import evaluate
 import geometry
+import predict
 from conftest import REPO_DIR
 
 
@@ -363,3 +365,72 @@ def test_refine_frames_a_second_pass_by_the_first_points_alike_in_predict_and_ev
     preds, _, kept, _ = evaluate.predict_faces(runner, [face], OneFace(), refine=True)
     assert kept == [face]
     np.testing.assert_allclose(preds[0], refined.landmarks_px, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs are checked before scoring and never written onto an input
+# ---------------------------------------------------------------------------------------
+
+def copied_int8(shipped_int8, tmp_path):
+    model = tmp_path / "m" / "landmarks_int8.tflite"
+    model.parent.mkdir()
+    model.write_bytes(shipped_int8.read_bytes())
+    model.with_suffix(".json").write_text(shipped_int8.with_suffix(".json").read_text())
+    return model
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_outputs_onto_an_input_are_refused_before_scoring(subset_dir, shipped_int8, tmp_path, capsys, flag):
+    model = copied_int8(shipped_int8, tmp_path)
+    metadata = model.with_suffix(".json")
+    before = {p: p.read_bytes() for p in (model, metadata)}
+    target = metadata if flag == "--json" else tmp_path / "m" / "link.png"
+    if flag == "--plot":
+        target.symlink_to(model)  # a link to the model itself
+    code = evaluate.main(["--data-dir", str(subset_dir), "--model", str(model), flag, str(target)])
+    assert code == 2
+    assert f"{flag} {target}: is one of the inputs" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+    assert predict.LandmarkModel(model).image_dim == 128  # still loads
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--json", "/missing/dir/x.json"], "--json /missing/dir/x.json: the folder /missing/dir does not exist"),
+    (["--plot", "x.tflite"], "--plot x.tflite: write the plot to a .png, .pdf, .svg file"),
+    (["--split", "bogus"], "argument --split: invalid choice: 'bogus'"),
+])
+def test_bad_outputs_and_splits_fail_before_scoring_with_one_line(subset_dir, shipped_int8, capsys,
+                                                                  monkeypatch, args, message):
+    scored = []
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: scored.append(1))
+    try:
+        code = evaluate.main(["--data-dir", str(subset_dir / "labels_ibug_300W_test.xml"),
+                              "--model", str(shipped_int8), *args])
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not scored
+
+
+def test_weights_of_another_architecture_are_named_in_one_line(tmp_path):
+    keras_dir = REPO_DIR / "models" / "keras"
+    for name in ("best_model.weights.h5", "framing.json"):
+        (tmp_path / name).write_bytes((keras_dir / name).read_bytes())
+    config = json.loads((keras_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "arch": "xception"}))
+    with pytest.raises(ValueError) as refused, warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning per layer either
+        evaluate.load_landmark_model(tmp_path / "best_model.weights.h5")
+    message = str(refused.value)
+    assert message == (f"{tmp_path / 'best_model.weights.h5'}: its weights do not fit the 'xception' network "
+                       f"that {tmp_path / 'config.json'} names (weights of another --arch?)")
+
+
+def test_json_onto_the_annotation_file_of_the_data_folder_is_refused(subset_dir, shipped_int8, tmp_path, capsys):
+    labels = tmp_path / "labels_ibug_300W_test.xml"  # a copy: the shared data is never written to
+    labels.write_bytes((subset_dir / "labels_ibug_300W_test.xml").read_bytes())
+    before = labels.read_bytes()
+    code = evaluate.main(["--data-dir", str(tmp_path), "--model", str(shipped_int8), "--json", str(labels)])
+    assert code == 2 and f"--json {labels}: is one of the inputs" in capsys.readouterr().err
+    assert labels.read_bytes() == before

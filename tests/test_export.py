@@ -184,3 +184,78 @@ def test_the_parity_check_is_two_sided():
     assert not export_tflite.within_tolerance(0.0006, 0.0005)
     assert not export_tflite.within_tolerance(-0.0006, 0.0005)
     assert not export_tflite.within_tolerance(float("nan"), 0.0005)
+
+
+# ---------------------------------------------------------------------------------------
+# Two exports into one folder, a full disk, bad counts and names
+# ---------------------------------------------------------------------------------------
+
+def test_a_second_export_into_a_folder_in_use_is_refused_and_touches_nothing(tmp_path, subset_dir, capsys):
+    import callbacks
+    import export_tflite
+
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not a model")  # never loaded: the folder is in use
+    out_dir = tmp_path / "models"
+    before = previous_models(out_dir)
+    callbacks.pending_path(out_dir, "landmarks_int8.tflite").write_bytes(b"the first export's")
+    before[".pending-landmarks_int8.tflite"] = b"the first export's"
+    with callbacks.directory_lock(out_dir):  # the first export, still running
+        code = export_tflite.main(["--model", str(junk), "--out-dir", str(out_dir),
+                                   "--data-dir", str(subset_dir)])
+    assert code == 2
+    assert f"--out-dir {out_dir}: another run is writing there" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+
+
+def test_an_export_whose_files_vanished_does_not_claim_them(tmp_path):
+    import callbacks
+
+    names = callbacks.write_pending(tmp_path, {"a.tflite": lambda p: open(p, "w").write("new a"),
+                                               "a.json": lambda p: open(p, "w").write("new json")})
+    (tmp_path / "a.json").write_text("old json")
+    callbacks.pending_path(tmp_path, "a.tflite").unlink()  # removed by another process
+    with pytest.raises(FileNotFoundError, match="the files written for a.tflite are gone"):
+        callbacks.commit_pending(tmp_path, names)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert (tmp_path / "a.json").read_text() == "old json"
+
+
+def test_a_full_disk_fails_the_export_cleanly_and_replaces_nothing(brief_checkpoint, subset_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    import errno
+
+    import export_tflite
+
+    monkeypatch.setattr(export_tflite, "convert", lambda *args, **kwargs: b"a flatbuffer")
+    real_write_bytes = export_tflite.Path.write_bytes
+
+    def full_disk(path, data):
+        real_write_bytes(path, data[:3])  # the disk fills part way through
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    out_dir = tmp_path / "models"
+    before = previous_models(out_dir)
+    monkeypatch.setattr(export_tflite.Path, "write_bytes", full_disk)
+    assert export_float32(brief_checkpoint, subset_dir, out_dir) == 2
+    err = capsys.readouterr().err
+    assert f"--out-dir {out_dir}: cannot write landmarks_float32.tflite (No space left on device)" in err
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--calibration-faces", "0", "--calibration-faces: wants a whole number of at least 1, got '0'"),
+    ("--parity-faces", "0", "--parity-faces: wants a whole number of at least 1"),
+    ("--parity-faces", "-5", "--parity-faces: wants a whole number of at least 1"),
+    ("--name", "../x", "--name: wants a file-name prefix of letters, digits"),
+    ("--name", ".hidden", "--name: wants a file-name prefix"),
+])
+def test_bad_counts_and_names_are_refused_as_flags(tmp_path, capsys, flag, value, message):
+    import export_tflite
+
+    with pytest.raises(SystemExit) as stop:
+        export_tflite.main(["--model", str(tmp_path / "x.h5"), "--out-dir", str(tmp_path / "m"),
+                            f"{flag}={value}"])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -309,3 +309,8 @@ def test_predict_cli_names_a_broken_detector_file(pi_python, lfpw_face, tmp_path
                             cwd=repo, capture_output=True, text=True, timeout=120)
     assert result.returncode == predict.EXIT_BAD_INPUT
     assert f"{SHORT.file_name}: not a TFLite model" in result.stderr
+
+
+@pytest.mark.parametrize("shape", [(2, 100_000, 3), (100_000, 2), (10, 10, 3)])
+def test_haar_finds_nothing_in_a_photo_too_thin_for_a_face(shape):
+    assert fd.HaarDetector().detect(np.full(shape, 128, np.uint8)) == []

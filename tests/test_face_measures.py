@@ -579,3 +579,19 @@ def test_predict_takes_the_focal_length_for_the_pose(tmp_path, model):
     expected = fm.measure_face(points, (512, 512), fm.MeasureOptions(focal_px=3000))["pose"]
     assert records[3000]["pose"] == pytest.approx(expected, abs=0.2)
     assert records[3000]["pose"] != records[None]["pose"]
+
+
+@pytest.mark.parametrize("moved, onto, part, reason", [
+    (39, 36, "eyes", "an eye's corners coincide"),
+    (64, 60, "mouth", "the mouth's inner corners coincide")])
+def test_a_ratio_over_coinciding_corners_is_null_with_a_reason_and_the_json_is_valid(moved, onto, part, reason):
+    points = fm.project_mean_face(10, 5, 0, [0, 0, 50], IMAGE_SIZE)
+    points[moved] = points[onto]
+    measures = fm.measure_face(points, IMAGE_SIZE)
+    assert measures["pose"]["reason"] is None  # the pose still fits
+    assert reason in measures[part]["reason"]
+    assert all(value is None for key, value in measures[part].items() if key != "reason")
+    other = measures["mouth" if part == "eyes" else "eyes"]
+    assert other["reason"] is None and all(v is not None for k, v in other.items() if k != "reason")
+    json.dumps(measures, allow_nan=False)  # strict JSON: no NaN, no Infinity
+    assert fm.measures_text({**measures, "landmarks": points.tolist()})[1].count("-") >= 1

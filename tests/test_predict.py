@@ -4,8 +4,11 @@ inputs among good ones."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,9 +22,9 @@ from conftest import REPO_DIR
 INT8_MODEL = REPO_DIR / "models" / "landmarks_int8.tflite"
 
 
-def run_predict(python, *args, cwd=REPO_DIR):
+def run_predict(python, *args, cwd=REPO_DIR, timeout=300):
     return subprocess.run([python, str(REPO_DIR / "predict.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def nme_of(points, face) -> float:
@@ -257,7 +260,7 @@ def test_out_that_is_a_file_and_threads_0_are_refused_clearly(pi_python, lfpw_fa
     assert result.returncode == 2 and "out.txt: is a file, not a folder" in result.stderr
     assert not_a_folder.read_text() == "keep me"
     result = run_predict(pi_python, image_path, "--threads", "0", "--out", tmp_path)
-    assert result.returncode == 2 and "--threads: wants a whole number of at least 1" in result.stderr
+    assert result.returncode == 2 and "--threads: wants a whole number from 1 to 64" in result.stderr
 
 
 def test_a_failed_write_is_reported_not_claimed(lfpw_face, tmp_path, monkeypatch, capsys):
@@ -353,3 +356,132 @@ def test_with_mesh_and_a_missing_mesh_file_is_refused_clearly(lfpw_face, tmp_pat
     assert predict.main([str(lfpw_face[0]), "--out", str(tmp_path / "out"), "--with-mesh"]) == 2
     assert "gone.npz: mesh-to-68 map not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile inputs, second round: links, special files, model files that change, bad flags
+# ---------------------------------------------------------------------------------------
+
+def test_a_symlinked_out_folder_is_seen_through_and_never_overwrites_an_input(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    link = tmp_path / "outlink"
+    link.symlink_to(photos)
+    files = [photos / "x.jpg", photos / "x_landmarks.png"]  # the second is x.jpg's natural output
+    stems = predict.output_stems(files, link)
+    written = {Path(f"{stem}{suffix}").resolve() for stem in stems for suffix in (".png", ".json")}
+    assert not written & {f.resolve() for f in files}
+    assert [s.name for s in stems] == ["x_landmarks-2", "x_landmarks_landmarks"]
+
+
+def test_pipes_devices_and_huge_files_are_refused_before_reading(pi_python, lfpw_face, tmp_path):
+    image_path, _ = lfpw_face
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as file:  # sparse: no disk used, 220 MB to read
+        file.truncate(220 * 2**20)
+    result = run_predict(pi_python, fifo, "/dev/zero", huge, image_path, "--out", tmp_path / "out",
+                         timeout=120)
+    assert result.returncode == predict.EXIT_BAD_INPUT, result.stderr
+    assert "pipe.jpg: not a regular file" in result.stderr
+    assert "/dev/zero: not a regular file" in result.stderr
+    assert f"huge.jpg: file too large (220 MB; the limit is {predict.MAX_FILE_MB} MB)" in result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    assert (tmp_path / "out" / f"{image_path.stem}_landmarks.json").exists()  # the photo was done
+
+
+def test_a_photo_too_thin_for_a_face_is_no_face_and_the_next_photo_is_done(pi_python, lfpw_face, tmp_path):
+    image_path, _ = lfpw_face
+    wide = tmp_path / "wide.png"
+    assert cv2.imwrite(str(wide), np.full((2, 100_000, 3), 128, np.uint8))
+    result = run_predict(pi_python, wide, image_path, "--detector", "haar", "--out", tmp_path / "out")
+    assert result.returncode == predict.EXIT_NO_FACE, result.stderr
+    assert "wide.png: no face found" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((tmp_path / "out" / f"{image_path.stem}_landmarks.json").read_text())["faces"]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--threads", "100000", "--threads: wants a whole number from 1 to 64, got '100000'"),
+    ("--threads", "2147483648", "--threads: wants a whole number from 1 to 64"),
+    ("--focal-px", "0", "--focal-px: wants a focal length in pixels above 0, got '0'"),
+    ("--focal-px", "-500", "--focal-px: wants a focal length in pixels above 0"),
+    ("--focal-px", "nan", "--focal-px: wants a focal length in pixels above 0"),
+    ("--focal-px", "inf", "--focal-px: wants a focal length in pixels above 0"),
+])
+def test_out_of_range_threads_and_focal_lengths_are_refused_as_flags(lfpw_face, tmp_path, capsys,
+                                                                    flag, value, message):
+    image_path, _ = lfpw_face
+    with pytest.raises(SystemExit) as stop:
+        predict.main([str(image_path), f"{flag}={value}", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def copy_model(tmp_path, name="copy"):
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(INT8_MODEL.read_bytes())
+    path.with_suffix(".json").write_text(INT8_MODEL.with_suffix(".json").read_text())
+    return path
+
+
+@pytest.mark.parametrize("key, value", [("crop_margin", float("nan")), ("crop_margin", -0.5),
+                                        ("crop_margin", 1e6), ("crop_shift_y", 1e308),
+                                        ("image_dim", 0), ("image_dim", 100)])
+def test_framing_values_out_of_range_are_refused_when_the_model_loads(tmp_path, key, value):
+    path = copy_model(tmp_path)
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    metadata["framing"][key] = value
+    path.with_suffix(".json").write_text(json.dumps(metadata))
+    with pytest.raises(predict.InputError, match=re.escape(f"copy.json: unusable framing: {key} ")):
+        predict.LandmarkModel(path)
+
+
+def test_a_model_deleted_or_replaced_after_loading_is_the_model_that_was_loaded(lfpw_face, tmp_path):
+    image_path, face = lfpw_face
+    path = copy_model(tmp_path)
+    model = predict.LandmarkModel(path)
+    image = predict.load_image(image_path)
+    before = model.predict_box(image, face.box_xywh)
+    path.write_bytes(b"\x00" * 64)  # replaced by junk, then deleted
+    path.unlink()
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(model.predict_box(image, face.box_xywh)))
+    worker.start()  # a new thread builds its own interpreter: from the model loaded, not the path
+    worker.join()
+    assert len(answers) == 1 and np.array_equal(answers[0], before)
+
+
+def test_a_folder_given_as_the_model_is_called_a_folder(tmp_path):
+    with pytest.raises(predict.InputError, match=re.escape(f"{tmp_path}: is a folder, not a model file")):
+        predict.LandmarkModel(tmp_path)
+
+
+class FixedDetector:
+    """A detector that finds the boxes it is given (to put a detection where no face is)."""
+
+    name = "fixed"
+
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def detect(self, image):
+        return [predict.Detection(box_xywh=box, score=1.0, keypoints_px=None, training_box_xywh=box,
+                                  roll_deg=0.0) for box in self.boxes]
+
+
+def test_a_detection_the_model_scores_below_half_is_not_reported_as_a_face(lfpw_face, tmp_path):
+    image_path, face = lfpw_face
+    model = predict.LandmarkModel(INT8_MODEL)
+    image = predict.load_image(image_path)
+    blank = tmp_path / "blank_beside_face.png"
+    canvas = np.full((image.shape[0], image.shape[1] * 2, 3), 128, np.uint8)
+    canvas[:, :image.shape[1]] = image  # the face on the left, a grey wall on the right
+    cv2.imwrite(str(blank), canvas)
+    x, y, w, h = face.box_xywh
+    wall_box = (image.shape[1] + 20.0, y, w, h)
+    scores = [p.score for p in model.predict(canvas, [face.box_xywh, wall_box])]
+    assert scores[0] >= predict.FACE_SCORE_THRESHOLD > scores[1]
+    record, _ = predict.annotate_image(blank, model, FixedDetector([face.box_xywh, wall_box]))
+    assert [f["box"] for f in record["faces"]] == [[round(float(v), 2) for v in face.box_xywh]]

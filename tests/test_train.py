@@ -598,3 +598,100 @@ def test_gpus_are_named_with_their_model_and_those_left_unused_are_counted(monke
     assert train.describe_devices(mirrored, mixed_precision=True) == (
         "devices: GPU:0 NVIDIA GeForce RTX 3050 (compute capability 8.6), "
         "GPU:1 NVIDIA GeForce RTX 3050 (compute capability 8.6); mixed float16")
+
+
+# ---------------------------------------------------------------------------------------
+# A run that cannot start changes nothing; bad flags are refused as flags
+# ---------------------------------------------------------------------------------------
+
+def trained_folder(folder: Path, arch: str = "mobile", backup: bool = False) -> dict:
+    """A checkpoint folder as a finished (or, with ``backup``, interrupted) run leaves it."""
+    config = Config(arch=arch, checkpoint_dir=str(folder))
+    folder.mkdir()
+    (folder / "config.json").write_text(config.to_json())
+    (folder / "framing.json").write_text(json.dumps(framing_of(config), indent=2))
+    (folder / callbacks.BEST_WEIGHTS).write_bytes(b"trained weights")
+    if backup:
+        (folder / "backup").mkdir()
+        (folder / "backup" / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_run_that_cannot_start_leaves_the_checkpoint_folder_as_it_was(tmp_path, caplog):
+    import train
+
+    folder = tmp_path / "ck"
+    before = trained_folder(folder)
+    code = train.main(["--checkpoint-dir", str(folder), "--data-dir", str(tmp_path / "typo"), "--no-download"])
+    assert code == 2 and f"{tmp_path / 'typo'}: no dataset there" in caplog.text
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_resuming_a_backup_with_another_arch_is_refused_before_writing(tmp_path, caplog):
+    import train
+
+    folder = tmp_path / "ck"
+    before = trained_folder(folder, arch="mobile", backup=True)
+    # Refused on the backup alone, before the data is looked at.
+    code = train.main(["--checkpoint-dir", str(folder), "--data-dir", str(tmp_path / "elsewhere"),
+                       "--arch", "xception", "--no-download"])
+    assert code == 2
+    assert (f"--checkpoint-dir {folder}: holds the backup of a run with --arch mobile, not xception"
+            in caplog.text)
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path, caplog):
+    import train
+
+    not_a_folder = tmp_path / "ck"
+    not_a_folder.write_text("keep me")
+    code = train.main(["--checkpoint-dir", str(not_a_folder), "--data-dir", str(tmp_path), "--no-download"])
+    assert code == 2 and f"--checkpoint-dir {not_a_folder}: is a file, not a folder" in caplog.text
+    assert not_a_folder.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ("--image-dim", "100", "--image-dim 100 is not a multiple of 32"),
+    ("--image-dim", "0", "--image-dim 0 is outside [32, 1024]"),
+    ("--seed", "-1", "--seed must be at least 0, got -1"),
+    ("--steps-per-epoch", "-1", "--steps-per-epoch must be at least 0, got -1"),
+    ("--val-fraction", "-0.1", "--val-fraction must be in [0, 1), got -0.1"),
+    ("--crop-margin", "nan", "--crop-margin nan is outside [0, 1]"),
+])
+def test_out_of_range_flags_are_refused(capsys, flag, value, message):
+    import train
+
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args([f"{flag}={value}"])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_save_that_fails_part_way_leaves_no_pending_file(tmp_path):
+    import errno
+
+    def full_disk(path):
+        Path(path).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    (tmp_path / "best_model.weights.h5").write_bytes(b"previous best")
+    with pytest.raises(OSError, match="No space left"):
+        callbacks.save_together(tmp_path, {"best_state.json": lambda p: Path(p).write_text("{}"),
+                                           "best_model.weights.h5": full_disk})
+    assert [p.name for p in tmp_path.iterdir()] == ["best_model.weights.h5"]
+    assert (tmp_path / "best_model.weights.h5").read_bytes() == b"previous best"
+
+
+def test_a_full_disk_while_training_is_one_error_line_and_exit_1(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import train
+
+    def full_disk(config):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "ck" / "best_model.weights.h5"))
+
+    monkeypatch.setattr(train, "train", full_disk)
+    assert train.main(["--checkpoint-dir", str(tmp_path / "ck")]) == 1
+    assert (f"cannot write {tmp_path / 'ck' / 'best_model.weights.h5'}: No space left on device; the last "
+            f"complete checkpoints in {tmp_path / 'ck'} stand") in caplog.text
