@@ -375,7 +375,7 @@ def predict_framed(runner, framed, flip_average: bool = False) -> np.ndarray:
 
 
 def predict_faces(runner, faces, detector=None, flip_average: bool = False, refine: bool = False,
-                  boxes=None, mesh=None, eyes=None):
+                  boxes=None, mesh=None, part_refiners=()):
     """(predictions [N, 68, 2], truths [N, 68, 2], kept faces, missed faces) in image pixels.
 
     ``refine``: a second pass framed by the box of the first pass's points (at the same
@@ -383,8 +383,8 @@ def predict_faces(runner, faces, detector=None, flip_average: bool = False, refi
     predict.py --refine does. ``boxes``: ``face_boxes(faces, detector)`` when already
     found (a detector's boxes do not depend on the model), so it is not run again.
     ``mesh``: a face_mesh.MeshLandmarks whose points, on the same box and roll, are averaged
-    with the model's, as predict.py --with-mesh does. ``eyes``: an eyes.EyeRefiner that looks
-    at each eye again, as predict.py --refine-eyes does."""
+    with the model's, as predict.py --with-mesh does. ``part_refiners``: parts.PartRefiner
+    that look at the eyes or the mouth again, as predict.py --refine-eyes / --refine-mouth do."""
     framed, missed = boxes if boxes is not None else face_boxes(faces, detector)
     kept = [face for face, _, _ in framed]
     if not kept:
@@ -400,22 +400,28 @@ def predict_faces(runner, faces, detector=None, flip_average: bool = False, refi
 
         meshed = [mesh.predict(dataset.read_image_bgr(face.image_path), box, roll) for face, box, roll in framed]
         preds = face_mesh.average_with_mesh(preds, np.stack(meshed))
-    if eyes is not None:
+    if part_refiners:
         import dataset
 
-        preds = np.stack([eyes.refine(dataset.read_image(face.image_path), points)
-                          for (face, _, _), points in zip(framed, preds)])
+        refined = []
+        for (face, _, _), points in zip(framed, preds):
+            image = dataset.read_image(face.image_path)
+            for refiner in part_refiners:
+                points = refiner.refine(image, points)
+            refined.append(points)
+        preds = np.stack(refined)
     truths = np.stack([f.landmarks_px for f in kept]).astype(np.float64)
     return preds, truths, kept, missed
 
 
 def evaluate(runner, faces, detector=None, flip_average: bool = False, refine: bool = False,
-             boxes=None, mesh=None, eyes=None) -> dict:
-    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average, refine, boxes, mesh, eyes)
+             boxes=None, mesh=None, part_refiners=()) -> dict:
+    preds, truths, kept, missed = predict_faces(runner, faces, detector, flip_average, refine, boxes, mesh,
+                                                part_refiners)
     subsets = sorted({f.subset for f in kept})
     report = {"boxes": detector.name if detector else "dataset", "faces": len(faces),
               "missed": len(missed), "flip_average": flip_average, "refine": refine,
-              "with_mesh": mesh is not None, "refine_eyes": eyes is not None, "subsets": {}}
+              "with_mesh": mesh is not None, "refined_parts": [r.part.name for r in part_refiners], "subsets": {}}
     for subset in subsets:
         mask = np.array([f.subset == subset for f in kept])
         report["subsets"][subset] = summarize(preds[mask], truths[mask])
@@ -554,7 +560,7 @@ def format_report(report: dict) -> str:
              + ("; flip averaging" if report["flip_average"] else "")
              + ("; refined (a second pass framed by the first's points)" if report["refine"] else "")
              + ("; averaged with the face mesh" if report.get("with_mesh") else "")
-             + ("; eyes looked at again" if report.get("refine_eyes") else ""),
+             + "".join(f"; {name} looked at again" for name in report.get("refined_parts", [])),
              f"{'subset':<12}{'count':>6}{'NME io%':>9}{'NME ip%':>9}{'FR@.08':>8}{'FR@.10':>8}"
              f"{'AUC@.08':>9}  " + " ".join(f"{r:>6}" for r in REGIONS)]
     for name, s in report["subsets"].items():
@@ -616,6 +622,8 @@ def main(argv=None) -> int:
                         help="average with MediaPipe's face mesh mapped to the 68 points (predict.py --with-mesh)")
     parser.add_argument("--refine-eyes", action="store_true",
                         help="look at each eye again at twice the resolution (predict.py --refine-eyes)")
+    parser.add_argument("--refine-mouth", action="store_true",
+                        help="look at the mouth again at a higher resolution (predict.py --refine-mouth)")
     parser.add_argument("--face-scores", action="store_true",
                         help="also report the face score on the faces and on boxes moved off them")
     parser.add_argument("--json", help="write the figures as JSON here")
@@ -649,18 +657,17 @@ def main(argv=None) -> int:
             import face_mesh
 
             mesh = face_mesh.MeshLandmarks()
-        eye_refiner = None
-        if args.refine_eyes:
-            import eyes
+        import parts
 
-            eye_refiner = eyes.EyeRefiner()
-        report = evaluate(runner, faces, detector, args.flip_average, args.refine, boxes, mesh, eye_refiner)
+        part_refiners = [parts.PartRefiner(parts.PARTS[name]) for name, wanted in
+                         (("eyes", args.refine_eyes), ("mouth", args.refine_mouth)) if wanted]
+        report = evaluate(runner, faces, detector, args.flip_average, args.refine, boxes, mesh, part_refiners)
         if args.face_scores:
             report["face_scores"] = face_score_check(runner, faces)
         compared = []
         for other_path in args.compare:
             other = evaluate(load_landmark_model(other_path), faces, detector, args.flip_average,
-                             args.refine, boxes, mesh, eye_refiner)
+                             args.refine, boxes, mesh, part_refiners)
             compared.append((other_path, other["nme_ion"],
                              paired_difference(report["_errors"], other["_errors"])))
     except (OSError, ValueError) as err:

@@ -219,17 +219,17 @@ def build_mobile_wide(image_dim: int = 128) -> keras.Model:
     return build_mobile(image_dim, width=1.5, name="mobile_wide_landmarks")
 
 
-def build_eye_network(eye_dim: int = 48) -> keras.Model:
-    """The eye model (eyes.py): one grey eye crop -> its six points [12] in [-0.5, 0.5] crop
-    coordinates, through 12 x 12 heatmaps (stride 4) and a soft-argmax. About 56 MFLOPs for
-    both eyes of a face, a quarter of ``mobile-wide``."""
-    inputs = keras.Input((eye_dim, eye_dim, 1), name="eye")
+def build_part_network(dim: int = 48, points: int = 6, name: str = "eyes") -> keras.Model:
+    """A part model (parts.py): one grey crop of an eye or the mouth -> its ``points`` points
+    [2 * points] in [-0.5, 0.5] crop coordinates, through heatmaps at stride 4 and a
+    soft-argmax. Both eyes at 48 px: about 56 MFLOPs a face; the mouth at 64 px: about 50."""
+    inputs = keras.Input((dim, dim, 1), name=f"{name}_crop")
     x = inputs
     for i, (filters, strides) in enumerate(((16, 2), (32, 1), (48, 2), (64, 1), (64, 1))):
-        x = _conv_bn(x, filters, 3, strides=strides, name=f"eye{i}")
-    heatmaps = layers.Conv2D(6, 1, name="heatmaps", dtype="float32")(x)
-    outputs = SoftArgmax2D(name="eye_points", dtype="float32")(heatmaps)
-    return keras.Model(inputs, outputs, name="eye_landmarks")
+        x = _conv_bn(x, filters, 3, strides=strides, name=f"{name}{i}")
+    heatmaps = layers.Conv2D(points, 1, name="heatmaps", dtype="float32")(x)
+    outputs = SoftArgmax2D(name=f"{name}_points", dtype="float32")(heatmaps)
+    return keras.Model(inputs, outputs, name=f"{name}_landmarks")
 
 
 ARCHITECTURES = {"xception": build_xception, "mobile": build_mobile, "mobile-s4": build_mobile_s4,

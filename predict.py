@@ -46,7 +46,7 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 import config  # noqa: E402
 import face_measures  # noqa: E402
-import eyes as eyes_model  # noqa: E402
+import parts  # noqa: E402
 import face_mesh  # noqa: E402
 import geometry  # noqa: E402
 from face_detector import (DEFAULT_DETECTOR, DETECTORS, Detection, HaarDetector, InputError,  # noqa: E402, F401
@@ -171,10 +171,11 @@ def load_mesh(threads: int = 1):
         raise InputError(str(err)) from None
 
 
-def load_eyes(threads: int = 1):
-    """eyes.EyeRefiner from the shipped file; InputError naming the file at fault."""
+def load_part_refiners(names, threads: int = 1) -> list:
+    """parts.PartRefiner for each part named ("eyes", "mouth") from the shipped files;
+    InputError naming the file at fault."""
     try:
-        return eyes_model.EyeRefiner(threads=threads)
+        return [parts.PartRefiner(parts.PARTS[name], threads=threads) for name in names]
     except (FileNotFoundError, ValueError) as err:
         raise InputError(str(err)) from None
 
@@ -183,6 +184,11 @@ def keep_faces(predictions: list["FacePrediction"]) -> list["FacePrediction"]:
     """The detections the landmark model takes for faces: score at least FACE_SCORE_THRESHOLD
     (all of them for a model without a confidence output)."""
     return [p for p in predictions if p.score is None or p.score >= FACE_SCORE_THRESHOLD]
+
+
+def refined_parts(args) -> list[str]:
+    """The parts that --refine-eyes and --refine-mouth ask for."""
+    return [name for name, wanted in (("eyes", args.refine_eyes), ("mouth", args.refine_mouth)) if wanted]
 
 
 def metadata_path(model_path) -> Path:
@@ -197,7 +203,7 @@ class LandmarkModel:
     """
 
     def __init__(self, model_path=DEFAULT_MODEL, threads: int = 1, flip_average: bool = False,
-                 refine: bool = False, mesh=None, eyes=None):
+                 refine: bool = False, mesh=None, part_refiners=()):
         self.path = Path(model_path)
         if self.path.is_dir():
             raise InputError(f"{self.path}: is a folder, not a model file (give a .tflite file)")
@@ -228,7 +234,7 @@ class LandmarkModel:
         self.flip_average = flip_average
         self.refine = refine
         self.mesh = mesh  # a face_mesh.MeshLandmarks to average with, or None
-        self.eyes = eyes  # an eyes.EyeRefiner for a second look at the eyes, or None
+        self.part_refiners = tuple(part_refiners)  # parts.PartRefiner: a second look at eyes, mouth
         self._local = threading.local()
         self._check(self._interpreter())
 
@@ -309,8 +315,8 @@ class LandmarkModel:
                 confidence = (confidence + second_conf) / 2
         if self.mesh is not None:  # --with-mesh: the mean with MediaPipe's mesh, mapped to 68 points
             points = face_mesh.average_with_mesh(points, self.mesh.predict(image, box_xywh, roll_deg))
-        if self.eyes is not None:  # --refine-eyes: each eye looked at again, at twice the resolution
-            points = self.eyes.refine(image, points)
+        for refiner in self.part_refiners:  # --refine-eyes, --refine-mouth: a closer look at each part
+            points = refiner.refine(image, points)
         return FacePrediction(
             box_xywh=tuple(float(v) for v in box_xywh),
             landmarks_px=points,
@@ -594,7 +600,9 @@ def main(argv=None) -> int:
                         "more accurate, about 3x the time per face (models/README.md)")
     parser.add_argument("--refine-eyes", action="store_true",
                         help="look at each eye again at twice the resolution (models/eyes.tflite): eyelids "
-                        "that close, for blink and drowsiness detection; about +0.3 ms per face (models/README.md)")
+                        "that close, for blink and drowsiness detection (models/README.md)")
+    parser.add_argument("--refine-mouth", action="store_true",
+                        help="look at the mouth again at a higher resolution (models/mouth.tflite; models/README.md)")
     parser.add_argument("--video", help="a video file, a USB camera's index (0, 1, ...) or picamera2 "
                         "(the Raspberry Pi camera module; docs/monitor.md)")
     parser.add_argument("--max-frames", type=monitor.nonnegative_int, default=0,
@@ -616,7 +624,7 @@ def main(argv=None) -> int:
     try:
         model = LandmarkModel(args.model, threads=args.threads, flip_average=args.flip_average,
                               refine=args.refine, mesh=load_mesh(args.threads) if args.with_mesh else None,
-                              eyes=load_eyes(args.threads) if args.refine_eyes else None)
+                              part_refiners=load_part_refiners(refined_parts(args), args.threads))
         detector = make_detector(args.detector)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -172,6 +172,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(predict.DEFAULT_MODEL))
     parser.add_argument("--ear-close", type=float, default=face_measures.BlinkOptions.ear_close,
                         help="the threshold the error rates are given at (default: the monitor's)")
+    parser.add_argument("--refine-eyes", action="store_true", help="with the eye model, as predict.py --refine-eyes")
+    parser.add_argument("--with-mesh", action="store_true", help="averaged with the face mesh, as predict.py --with-mesh")
     parser.add_argument("--as-video", action="store_true", help="also each Yale photo as a still video (above)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -182,7 +184,8 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     try:
-        model = predict.LandmarkModel(args.model)
+        model = predict.LandmarkModel(args.model, mesh=predict.load_mesh() if args.with_mesh else None,
+                                      part_refiners=predict.load_part_refiners(["eyes"] if args.refine_eyes else []))
         detector = predict.make_detector()
     except predict.InputError as err:
         print(f"error: {err}", file=sys.stderr)

