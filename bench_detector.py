@@ -16,8 +16,8 @@ Also prints the detectors' time per canvas (one thread, median).
 
 ``--mixed`` also measures faces of several sizes in one frame: one face at 30 % of a
 1280x720 frame's width and four smaller ones beside it (6, 8, 10, 12 % of the width), the
-small faces found by auto as it is and by auto keeping one model per photo (the short range
-model's answer whenever all its faces are large); and the time of both on the split's photos.
+small faces found by auto and by one model per photo (the short range model's answer alone
+whenever all its faces are large); and the time of both on the split's photos.
 
 ``--roll A ...`` also turns each photo by +-A degrees (the annotation with it) and runs the
 whole pipeline (BlazeFace auto, int8 landmark model): NME of the points with the crop turned
@@ -109,8 +109,9 @@ def bench_roll(faces, angles) -> list[dict]:
 
 
 def one_model_auto(short, full):
-    """BlazeFace auto as it was: the short range model's answer when all its faces are at
-    least SHORT_RANGE_MIN_WIDTH of the longer side, else the full range model's alone."""
+    """One model per photo: the short range model's answer when all its faces are at least
+    SHORT_RANGE_MIN_WIDTH of the longer side, else the full range model's alone (auto without
+    small_faces_beside)."""
     def detect(image):
         boxes = short.detect_raw(image)
         if boxes and all(b[2] >= BlazeFaceDetector.SHORT_RANGE_MIN_WIDTH * max(image.shape[:2]) for b in boxes):
