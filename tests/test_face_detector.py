@@ -319,8 +319,8 @@ def test_haar_finds_nothing_in_a_photo_too_thin_for_a_face(shape):
 @pytest.mark.parametrize("small_width", [0.06, 0.07, 0.1])
 def test_auto_range_finds_small_faces_beside_a_large_one_and_no_second_box_on_it(lfpw_faces, small_width):
     """One face at 30 % of the frame's width and four smaller ones beside it: the short range
-    model keeps the large one, the full range model adds the small ones (auto used to keep
-    only the short range model's answer when all its faces were large, and missed them)."""
+    model keeps the large one, the full range model adds the small ones (the short range
+    model's answer alone, all large faces, would miss them)."""
     width, height = 1280, 720
     canvas = np.full((height, width, 3), 128, np.uint8)
     large_face = lfpw_faces[0]
