@@ -335,7 +335,7 @@ except cv2.error as err:
 
 
 # ---------------------------------------------------------------------------------------
-# Hostile inputs, second round: links, special files, model files that change, bad flags
+# Hostile inputs: links, special files, model files that change, bad flags
 # ---------------------------------------------------------------------------------------
 
 def test_a_symlinked_out_folder_is_seen_through_and_never_overwrites_an_input(tmp_path):
