@@ -299,11 +299,25 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     raise InputError(f"face detector: unsupported image shape {image.shape}")
 
 
+def small_faces_beside(detections, large_boxes, min_width: float) -> list:
+    """The detections (spec, box_xywh, keypoints, score) narrower than ``min_width`` whose
+    box centre lies in none of ``large_boxes`` (x, y, w, h): faces beside the large ones, not
+    a second box on one of them."""
+    def inside(box, other):
+        cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+        return other[0] <= cx <= other[0] + other[2] and other[1] <= cy <= other[1] + other[3]
+
+    return [d for d in detections
+            if d[1][2] < min_width and not any(inside(d[1], large) for large in large_boxes)]
+
+
 class BlazeFaceDetector:
     """MediaPipe's BlazeFace, short range (128 px input: faces that fill a good part of the
     photo), full range (192 px: smaller faces too), or auto: the short range model first,
     and the full range one instead when the short range model finds nothing or a box
-    narrower than SHORT_RANGE_MIN_WIDTH of the photo's longer side. benchmarks/detector.py: the
+    narrower than SHORT_RANGE_MIN_WIDTH of the photo's longer side; when it finds only
+    faces that wide, they are kept and the full range model adds the small faces beside
+    them (small_faces_beside), so a group photo loses neither. benchmarks/detector.py: the
     short range model finds 97-100 % of faces from 12.5 % of the longer side up and none
     below 7.5 %; on faces near its limit it returns boxes far too large (about 13-17 % of the
     longer side for a 7.5 % face), hence the margin."""
@@ -327,12 +341,15 @@ class BlazeFaceDetector:
         if image.dtype != np.uint8:
             raise InputError(f"face detector: expected an 8-bit image, got {image.dtype}")
         min_width = self.SHORT_RANGE_MIN_WIDTH * max(image.shape[:2])
+        large = []  # the short range model's faces, when they are all large
         for model in self.models:
             boxes, keypoints, scores = model.detect(image, self.min_score)
-            last = model is self.models[-1]
-            if last or (len(scores) and np.all(boxes[:, 2] - boxes[:, 0] >= min_width)):
-                return [(model.spec, (b[0], b[1], b[2] - b[0], b[3] - b[1]), k, s)
-                        for b, k, s in zip(boxes, keypoints, scores)]
+            found = [(model.spec, (b[0], b[1], b[2] - b[0], b[3] - b[1]), k, s)
+                     for b, k, s in zip(boxes, keypoints, scores)]
+            if model is self.models[-1]:
+                return large + small_faces_beside(found, [d[1] for d in large], min_width) if large else found
+            if len(scores) and np.all(boxes[:, 2] - boxes[:, 0] >= min_width):
+                large = found  # kept; the full range model looks for small faces beside them
         return []
 
     def detect_raw(self, image: np.ndarray) -> list[tuple]:

@@ -14,6 +14,11 @@ box overlaps the scaled dataset box by IoU >= 0.3. "auto" is BlazeFaceDetector's
 small faces).
 Also prints the detectors' time per canvas (one thread, median).
 
+``--mixed`` also measures faces of several sizes in one frame: one face at 30 % of a
+1280x720 frame's width and four smaller ones beside it (6, 8, 10, 12 % of the width), the
+small faces found by auto and by one model per photo (the short range model's answer alone
+whenever all its faces are large); and the time of both on the split's photos.
+
 ``--roll A ...`` also turns each photo by +-A degrees (the annotation with it) and runs the
 whole pipeline (BlazeFace auto, int8 landmark model): NME of the points with the crop turned
 upright by the detected roll, and without (same box, roll 0).
@@ -103,6 +108,61 @@ def bench_roll(faces, angles) -> list[dict]:
     return rows
 
 
+def one_model_auto(short, full):
+    """One model per photo: the short range model's answer when all its faces are at least
+    SHORT_RANGE_MIN_WIDTH of the longer side, else the full range model's alone (auto without
+    small_faces_beside)."""
+    def detect(image):
+        boxes = short.detect_raw(image)
+        if boxes and all(b[2] >= BlazeFaceDetector.SHORT_RANGE_MIN_WIDTH * max(image.shape[:2]) for b in boxes):
+            return boxes
+        return full.detect_raw(image)
+    return detect
+
+
+def bench_mixed(faces, small_widths=(0.06, 0.08, 0.10, 0.12), frames: int = 8) -> dict:
+    """Small faces beside a large one (see the module docstring): per small width, the small
+    faces and the large faces found by each of {auto, one-model auto, full};
+    then the median time per photo of auto and one-model auto on the photos of ``faces``."""
+    import dataset
+
+    short, full, auto = (BlazeFaceDetector(r, threads=1) for r in ("short", "full", "auto"))
+    detectors = {"auto": auto.detect_raw, "one_model_auto": one_model_auto(short, full), "full": full.detect_raw}
+    width, height = 1280, 720
+    rows = []
+    for small_width in small_widths:
+        row = {"small_width": small_width, "small_faces": 0, **{name: 0 for name in detectors},
+               **{f"large_{name}": 0 for name in detectors}}
+        for frame in range(frames):
+            group = [faces[(5 * frame + k) % len(faces)] for k in range(5)]
+            canvas = np.full((height, width, 3), 128, np.uint8)
+            half, large_box = place_face(dataset.read_image_bgr(group[0].image_path), group[0].box_xywh,
+                                         0.3 * width, (width // 2, height))
+            canvas[:, :width // 2] = half
+            small_boxes = []
+            for k, face in enumerate(group[1:]):
+                tile, box = place_face(dataset.read_image_bgr(face.image_path), face.box_xywh,
+                                       small_width * width, (width // 4, height // 2))
+                x0, y0 = width // 2 + (k % 2) * width // 4, (k // 2) * height // 2
+                canvas[y0:y0 + height // 2, x0:x0 + width // 4] = tile
+                small_boxes.append((box[0] + x0, box[1] + y0, box[2], box[3]))
+            row["small_faces"] += len(small_boxes)
+            for name, detect in detectors.items():
+                boxes = detect(canvas)
+                row[name] += sum(any(evaluate.box_iou(b, t) >= 0.3 for b in boxes) for t in small_boxes)
+                row[f"large_{name}"] += any(evaluate.box_iou(b, large_box) >= 0.3 for b in boxes)
+        rows.append(row)
+    times = {"auto": [], "one_model_auto": []}
+    for path in sorted({f.image_path for f in faces}):
+        image = dataset.read_image_bgr(path)
+        for name in times:
+            started = time.perf_counter()
+            detectors[name](image)
+            times[name].append(time.perf_counter() - started)
+    return {"rows": rows, "photos": len(times["auto"]),
+            "ms_per_photo": {name: round(1000 * statistics.median(t), 2) for name, t in times.items()}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.detector",
                                      description=__doc__.split("\n\n")[0],
@@ -113,6 +173,8 @@ def main(argv=None) -> int:
     parser.add_argument("--faces", type=int, default=60, help="faces used (evenly spread over the split)")
     parser.add_argument("--roll", type=float, nargs="*", default=[],
                         help="also test photos turned by +- these angles (degrees)")
+    parser.add_argument("--mixed", action="store_true",
+                        help="only faces of several sizes in one frame, and auto's time per photo")
     parser.add_argument("--json", help="write the table as JSON here")
     args = parser.parse_args(argv)
 
@@ -120,6 +182,20 @@ def main(argv=None) -> int:
 
     cv2.setNumThreads(1)
     faces = evaluate.evaluation_faces(args.data_dir, args.split)
+    if args.mixed:
+        mixed = bench_mixed(faces)
+        print(f"one face at 30 % of a 1280x720 frame's width, four smaller ones beside it; {args.data_dir} "
+              f"({args.split}); machine: {describe_machine()}")
+        print(f"{'small width':>12}{'small faces found: auto':>25}{'one-model auto':>16}{'full':>6}"
+              f"{'large faces found: auto':>25}{'one-model auto':>16}{'full':>6}  (of 32 small, 8 large)")
+        for row in mixed["rows"]:
+            print(f"{100 * row['small_width']:>11.0f}%{row['auto']:>25}{row['one_model_auto']:>16}{row['full']:>6}"
+                  f"{row['large_auto']:>25}{row['large_one_model_auto']:>16}{row['large_full']:>6}")
+        print(f"median time per photo on its {mixed['photos']} photos (one thread): auto "
+              f"{mixed['ms_per_photo']['auto']} ms, one-model auto {mixed['ms_per_photo']['one_model_auto']} ms")
+        if args.json:
+            Path(args.json).write_text(json.dumps({**mixed, "machine": describe_machine()}, indent=1))
+        return 0
     faces = [faces[i] for i in np.linspace(0, len(faces) - 1, min(args.faces, len(faces))).round().astype(int)]
     models = {name: BlazeFaceModel(spec, threads=1) for name, spec in BLAZEFACE_SPECS.items()}
     detectors = {name: (lambda image, m=model: [(b[0], b[1], b[2] - b[0], b[3] - b[1])

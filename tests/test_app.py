@@ -413,7 +413,7 @@ def test_out_of_range_server_settings_are_refused(capsys, flag, value, message):
 
 
 # ---------------------------------------------------------------------------------------
-# Hostile clients, second round: memory and threads stay bounded, messages say what is wrong
+# Hostile clients: memory and threads stay bounded, messages say what is wrong
 # ---------------------------------------------------------------------------------------
 
 def test_an_image_field_sent_as_text_is_told_so(client):

@@ -314,3 +314,41 @@ def test_predict_cli_names_a_broken_detector_file(pi_python, lfpw_face, tmp_path
 @pytest.mark.parametrize("shape", [(2, 100_000, 3), (100_000, 2), (10, 10, 3)])
 def test_haar_finds_nothing_in_a_photo_too_thin_for_a_face(shape):
     assert fd.HaarDetector().detect(np.full(shape, 128, np.uint8)) == []
+
+
+@pytest.mark.parametrize("small_width", [0.06, 0.07, 0.1])
+def test_auto_range_finds_small_faces_beside_a_large_one_and_no_second_box_on_it(lfpw_faces, small_width):
+    """One face at 30 % of the frame's width and four smaller ones beside it: the short range
+    model keeps the large one, the full range model adds the small ones (the short range
+    model's answer alone, all large faces, would miss them)."""
+    width, height = 1280, 720
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    large_face = lfpw_faces[0]
+    half, large_box = bench_detector.place_face(dataset.read_image_bgr(large_face.image_path),
+                                                large_face.box_xywh, 0.3 * width, (width // 2, height))
+    canvas[:, :width // 2] = half
+    small_boxes = []
+    for k, face in enumerate(lfpw_faces[1:5]):
+        tile, box = bench_detector.place_face(dataset.read_image_bgr(face.image_path), face.box_xywh,
+                                              small_width * width, (width // 4, height // 2))
+        x0, y0 = width // 2 + (k % 2) * width // 4, (k // 2) * height // 2
+        canvas[y0:y0 + height // 2, x0:x0 + width // 4] = tile
+        small_boxes.append((box[0] + x0, box[1] + y0, box[2], box[3]))
+
+    def found(name):
+        boxes = fd.make_detector(name).detect_raw(canvas)
+        return [sum(evaluate.box_iou(b, truth) >= 0.3 for b in boxes) for truth in [large_box, *small_boxes]]
+
+    full, auto = found("blazeface-full"), found("blazeface")
+    assert sum(full[1:]) >= 2  # the full range model sees small faces here
+    assert auto[0] == 1 and auto[1:] == full[1:]  # the large face once, and every small one
+
+
+def test_auto_range_adds_no_box_to_photos_of_one_large_face(lfpw_faces):
+    for face in lfpw_faces:
+        photo = dataset.read_image_bgr(face.image_path)
+        short = fd.make_detector("blazeface-short").detect_raw(photo)
+        if short and all(b[2] >= 0.2 * max(photo.shape[:2]) for b in short):
+            added = fd.make_detector("blazeface").detect_raw(photo)[len(short):]
+            assert all(b[2] < 0.2 * max(photo.shape[:2]) for b in added)
+            assert not any(evaluate.box_iou(b, face.box_xywh) > 0 for b in added), face.image_path

@@ -359,7 +359,7 @@ def test_with_mesh_and_a_missing_mesh_file_is_refused_clearly(lfpw_face, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------
-# Hostile inputs, second round: links, special files, model files that change, bad flags
+# Hostile inputs: links, special files, model files that change, bad flags
 # ---------------------------------------------------------------------------------------
 
 def test_a_symlinked_out_folder_is_seen_through_and_never_overwrites_an_input(tmp_path):
