@@ -199,6 +199,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera", metavar="SRC",
                         help="serve a live page at /live: a USB camera's index (0, 1...), picamera2 "
                         "(the Raspberry Pi camera module) or a video file (looped); docs/monitor.md")
+    parser.add_argument("--refine-eyes", action="store_true",
+                        help="with --camera: look at each eye again at twice the resolution (models/eyes.tflite), "
+                        "so that closed eyes read as closed (docs/monitor.md)")
     config.add_option_flags(parser, tracking.TrackerOptions, "tracking (--camera)")
     config.add_option_flags(parser, face_measures.BlinkOptions, "blinks and yawns (--camera; docs/face_measures.md)")
     monitor.add_flags(parser, live=True)
@@ -212,5 +215,7 @@ def from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, model_p
     monitor.check_flags(parser, tracker_options, blink_options)
     if not args.camera:
         return None
-    return LiveMonitor(args.camera, predict.LandmarkModel(model_path), predict.make_detector(detector_name),
+    model = predict.LandmarkModel(model_path, part_refiners=predict.load_part_refiners(
+        ["eyes"] if args.refine_eyes else []))
+    return LiveMonitor(args.camera, model, predict.make_detector(detector_name),
                        tracker_options, None, blink_options, monitor.options_from_args(args))

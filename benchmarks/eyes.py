@@ -139,6 +139,8 @@ def evaluate(data_dir: Path, model, detector, threshold: float, split: str = "te
     reports.append(separation("yale_eyes: closed vs open (mean of both eyes)",
                               [float(np.mean(pair)) for pair in yale["closed"]], opened, threshold,
                               unmeasured=yale["unmeasured"]))
+    reports.append(separation("yale_eyes: closed vs open (the smaller eye)", [min(pair) for pair in yale["closed"]],
+                              [min(pair) for pair in yale["open"]], threshold))
     reports.append(separation("yale_eyes: wink vs open (the smaller eye)", [min(pair) for pair in yale["wink"]],
                               [min(pair) for pair in yale["open"]], threshold))
     annotated, predicted = w300_ears(data_dir / "300w_subset" / f"labels_ibug_300W_{split}.xml", model)
