@@ -384,7 +384,7 @@ def predict_faces(runner, faces, detector=None, flip_average: bool = False, refi
     found (a detector's boxes do not depend on the model), so it is not run again.
     ``mesh``: a face_mesh.MeshLandmarks whose points, on the same box and roll, are averaged
     with the model's, as predict.py --with-mesh does. ``part_refiners``: parts.PartRefiner
-    that look at the eyes or the mouth again, as predict.py --refine-eyes / --refine-mouth do."""
+    that look at a part again, as predict.py --refine-eyes does."""
     framed, missed = boxes if boxes is not None else face_boxes(faces, detector)
     kept = [face for face, _, _ in framed]
     if not kept:
@@ -622,8 +622,6 @@ def main(argv=None) -> int:
                         help="average with MediaPipe's face mesh mapped to the 68 points (predict.py --with-mesh)")
     parser.add_argument("--refine-eyes", action="store_true",
                         help="look at each eye again at twice the resolution (predict.py --refine-eyes)")
-    parser.add_argument("--refine-mouth", action="store_true",
-                        help="look at the mouth again at a higher resolution (predict.py --refine-mouth)")
     parser.add_argument("--face-scores", action="store_true",
                         help="also report the face score on the faces and on boxes moved off them")
     parser.add_argument("--json", help="write the figures as JSON here")
@@ -659,8 +657,7 @@ def main(argv=None) -> int:
             mesh = face_mesh.MeshLandmarks()
         import parts
 
-        part_refiners = [parts.PartRefiner(parts.PARTS[name]) for name, wanted in
-                         (("eyes", args.refine_eyes), ("mouth", args.refine_mouth)) if wanted]
+        part_refiners = [parts.PartRefiner(parts.EYES)] if args.refine_eyes else []
         report = evaluate(runner, faces, detector, args.flip_average, args.refine, boxes, mesh, part_refiners)
         if args.face_scores:
             report["face_scores"] = face_score_check(runner, faces)

@@ -7,10 +7,12 @@ those points again:
 
 - ``eyes`` (``models/eyes.tflite``): each eye at 48 x 48 pixels (an eye about 24 wide), its six
   points; a left eye is mirrored so that both eyes look alike to the model.
-- ``mouth`` (``models/mouth.tflite``): the mouth at 64 x 64 pixels, its 20 points.
+- ``mouth``: the mouth at 64 x 64 pixels, its 20 points. ``train_parts.py --part mouth``
+  trains it, but it does not ship: on the validation faces it did not beat the first pass
+  (docs/training_notes.md).
 
-``train_parts.py`` trains them; ``predict.py --refine-eyes`` and ``--refine-mouth`` use them,
-replacing the first pass's points of the part (the model card has the figures).
+``train_parts.py`` trains them; ``predict.py --refine-eyes`` uses ``models/eyes.tflite``,
+replacing the first pass's eye points (the model card has the figures).
 
 Runs on a Raspberry Pi: ai-edge-litert, OpenCV and NumPy only.
 """

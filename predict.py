@@ -187,8 +187,8 @@ def keep_faces(predictions: list["FacePrediction"]) -> list["FacePrediction"]:
 
 
 def refined_parts(args) -> list[str]:
-    """The parts that --refine-eyes and --refine-mouth ask for."""
-    return [name for name, wanted in (("eyes", args.refine_eyes), ("mouth", args.refine_mouth)) if wanted]
+    """The parts that --refine-eyes asks for."""
+    return ["eyes"] if args.refine_eyes else []
 
 
 def metadata_path(model_path) -> Path:
@@ -315,7 +315,7 @@ class LandmarkModel:
                 confidence = (confidence + second_conf) / 2
         if self.mesh is not None:  # --with-mesh: the mean with MediaPipe's mesh, mapped to 68 points
             points = face_mesh.average_with_mesh(points, self.mesh.predict(image, box_xywh, roll_deg))
-        for refiner in self.part_refiners:  # --refine-eyes, --refine-mouth: a closer look at each part
+        for refiner in self.part_refiners:  # --refine-eyes: a closer look at each eye
             points = refiner.refine(image, points)
         return FacePrediction(
             box_xywh=tuple(float(v) for v in box_xywh),
@@ -600,9 +600,7 @@ def main(argv=None) -> int:
                         "more accurate, about 3x the time per face (models/README.md)")
     parser.add_argument("--refine-eyes", action="store_true",
                         help="look at each eye again at twice the resolution (models/eyes.tflite): eyelids "
-                        "that close, for blink and drowsiness detection (models/README.md)")
-    parser.add_argument("--refine-mouth", action="store_true",
-                        help="look at the mouth again at a higher resolution (models/mouth.tflite; models/README.md)")
+                        "that close, for blink and drowsiness detection; about 1.5x the time per face (models/README.md)")
     parser.add_argument("--video", help="a video file, a USB camera's index (0, 1, ...) or picamera2 "
                         "(the Raspberry Pi camera module; docs/monitor.md)")
     parser.add_argument("--max-frames", type=monitor.nonnegative_int, default=0,

