@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import io
 import ipaddress
-import math
 import socket
 import sys
 import threading
@@ -417,14 +416,7 @@ def serve(app, host: str, port: int, max_connections: int = DEFAULT_MAX_CONNECTI
         listener.close()
 
 
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"wants a number of seconds above 0, got {text!r}")
-    return value
+positive_seconds = predict.positive_number("a number of seconds")
 
 
 def is_loopback(host: str) -> bool:
@@ -440,14 +432,7 @@ def port_number(text: str) -> int:
     return int(text)
 
 
-def positive_megabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"wants a size in MB above 0, got {text!r}")
-    return value
+positive_megabytes = predict.positive_number("a size in MB")
 
 
 def main(argv=None) -> int:

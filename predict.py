@@ -474,15 +474,20 @@ def thread_count(text: str) -> int:
     return value
 
 
-def focal_length(text: str) -> float:
-    """--focal-px: a finite length in pixels above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"wants a focal length in pixels above 0, got {text!r}")
-    return value
+def positive_number(what: str):
+    """An argparse type: a finite number above 0, refused as ``what`` (e.g. "a size in MB")."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"wants {what} above 0, got {text!r}")
+        return value
+    return parse
+
+
+focal_length = positive_number("a focal length in pixels")  # --focal-px
 
 
 def positive_int(text: str) -> int:

@@ -16,7 +16,6 @@ against the Keras model, and the part's points of the landmark model's first pas
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -124,7 +123,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import keras
 
-    import evaluate
     import predict
     from model import build_part_network
 

@@ -303,10 +303,6 @@ def bench_e2e(args) -> int:
     if dlib_rows:
         print("note: dlib's model was trained on dlib's archive split, which holds most 300-W test "
               "images (LFPW-test included): its accuracy here is optimistic.")
-    for name, entry in table.items():
-        if "sensitivity_px" in entry:
-            print(f"sensitivity {name.split(' (')[0]}: 7 random crop pixels changed by one grey level "
-                  f"move the points {entry['sensitivity_px']:.3f} crop px on average")
     if dlib_note:
         print(dlib_note)
     if args.json:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
-import math
 import sys
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -38,9 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import geometry  # noqa: E402
-from config import NUM_LANDMARKS  # noqa: E402
-from face_mesh import (DEFAULT_MESH_MODEL, MESH_POINTS, FaceMesh, MeshTo68, apply_ridge,  # noqa: E402,F401
-                       fit_ridge, from_frame, mesh_features, mesh_frame, mesh_frame_box, mesh_roll, to_frame)
+from face_mesh import (DEFAULT_MESH_MODEL, FaceMesh, MeshTo68, apply_ridge, fit_ridge,  # noqa: E402
+                       mesh_features, mesh_frame, to_frame)
 
 log = logging.getLogger("mesh_teacher")
 
