@@ -40,14 +40,16 @@ class FaceMesh:
     interpreter: use one instance per thread."""
 
     def __init__(self, path=DEFAULT_MESH_MODEL, threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
+        from face_detector import InputError, make_interpreter
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: face mesh model not found")
         try:
-            self.interpreter = Interpreter(str(path), num_threads=threads)
+            self.interpreter = make_interpreter(str(path), threads)
             self.interpreter.allocate_tensors()
+        except InputError:  # no TFLite runtime: its own message says what to install
+            raise
         except (ValueError, RuntimeError) as err:
             raise ValueError(f"{path}: not a TFLite model ({err})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()

@@ -121,11 +121,13 @@ class PartRefiner:
     def _interpreter(self):
         interpreter = getattr(self._local, "interpreter", None)
         if interpreter is None:
-            from ai_edge_litert.interpreter import Interpreter
+            from face_detector import InputError, make_interpreter
 
             try:
-                interpreter = Interpreter(str(self.path), num_threads=self.threads)
+                interpreter = make_interpreter(str(self.path), self.threads)
                 interpreter.allocate_tensors()
+            except InputError:  # no TFLite runtime: its own message says what to install
+                raise
             except (ValueError, RuntimeError) as err:
                 raise ValueError(f"{self.path}: not a TFLite model ({err})") from None
             self._local.interpreter = interpreter
