@@ -394,24 +394,29 @@ def predict_faces(runner, faces, detector=None, flip_average: bool = False, refi
         second = [(face, geometry.box_from_landmarks_upright(points, roll), roll)
                   for (face, _, roll), points in zip(framed, preds)]
         preds = (preds + predict_framed(runner, second, flip_average)) / 2
-    if mesh is not None:
-        import dataset
-        import face_mesh
-
-        meshed = [mesh.predict(dataset.read_image_bgr(face.image_path), box, roll) for face, box, roll in framed]
-        preds = face_mesh.average_with_mesh(preds, np.stack(meshed))
-    if part_refiners:
-        import dataset
-
-        refined = []
-        for (face, _, _), points in zip(framed, preds):
-            image = dataset.read_image(face.image_path)
-            for refiner in part_refiners:
-                points = refiner.refine(image, points)
-            refined.append(points)
-        preds = np.stack(refined)
+    if mesh is not None or part_refiners:
+        preds = second_views(framed, preds, mesh, part_refiners)
     truths = np.stack([f.landmarks_px for f in kept]).astype(np.float64)
     return preds, truths, kept, missed
+
+
+def second_views(framed, preds, mesh=None, part_refiners=()) -> np.ndarray:
+    """The first pass's points [N, 68, 2] after the options that look at each colour photo again,
+    in predict.py's order: the mean with the face mesh's, then each part model. Each photo is
+    read once."""
+    import dataset
+    import face_mesh
+
+    out, image_path, image = [], None, None
+    for (face, box, roll), points in zip(framed, preds):
+        if face.image_path != image_path:
+            image_path, image = face.image_path, dataset.read_image_bgr(face.image_path)
+        if mesh is not None:
+            points = face_mesh.average_with_mesh(points, mesh.predict(image, box, roll))
+        for refiner in part_refiners:
+            points = refiner.refine(image, points)
+        out.append(points)
+    return np.stack(out)
 
 
 def evaluate(runner, faces, detector=None, flip_average: bool = False, refine: bool = False,
