@@ -3,13 +3,13 @@ for unannotated photos on real faces."""
 
 import os
 
-import cv2
 import numpy as np
 import pytest
 
 import dataset
 import evaluate
 import geometry
+import predict
 from conftest import TEST_XML, require_data
 from tools import mesh_teacher as mt
 
@@ -60,7 +60,7 @@ def test_label_writes_the_mean_of_both_networks_for_unannotated_photos(mesh_mode
     assert 1 <= len(faces) <= 3
     mesh = mt.FaceMesh(mesh_model)
     mapper = mt.MeshTo68.load(fitted_map)
-    own = mt.OwnModel(mt.parse_args(["label", "--map", "x", "--images", "x", "--out", "x"]).model)
+    own = predict.LandmarkModel(mt.parse_args(["label", "--map", "x", "--images", "x", "--out", "x"]).model)
     for face in faces:
         image = dataset.read_image_bgr(face.image_path)
         # the padded photo holds the whole face, and the box follows the training convention
@@ -68,5 +68,5 @@ def test_label_writes_the_mean_of_both_networks_for_unannotated_photos(mesh_mode
         np.testing.assert_allclose(face.box_xywh, np.round(geometry.box_from_landmarks(face.landmarks_px)), atol=0.51)
         mapped = mapper(mesh.run(image, mt.unlabelled_box(image.shape)))
         roll = geometry.roll_from_landmarks(mapped)
-        ours = own.run(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), geometry.box_from_landmarks_upright(mapped, roll), roll)
+        ours = own.predict_face(image, geometry.box_from_landmarks_upright(mapped, roll), roll).landmarks_px
         np.testing.assert_allclose(face.landmarks_px, (mapped + ours) / 2, atol=0.01)

@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import geometry  # noqa: E402
+import predict  # noqa: E402
 from face_mesh import (DEFAULT_MESH_MODEL, FaceMesh, MeshTo68, apply_ridge, fit_ridge,  # noqa: E402
                        mesh_features, mesh_frame, to_frame)
 
@@ -53,28 +54,6 @@ def default_mesh_model() -> Path:
         raise FileNotFoundError(f"{DEFAULT_MESH_MODEL}: not found; the face mesh model also comes with "
                                 "the mediapipe==0.10.14 wheel: pip install --no-deps mediapipe==0.10.14")
     return Path(list(spec.submodule_search_locations)[0]) / "modules/face_landmark/face_landmark.tflite"
-
-
-# ---------------------------------------------------------------------------------------
-# The landmark model's half of the teacher
-# ---------------------------------------------------------------------------------------
-
-class OwnModel:
-    """The project's landmark model on a face box, framed as predict.py frames a face."""
-
-    def __init__(self, path):
-        import evaluate
-
-        self.model = evaluate.load_landmark_model(path)
-        self.framing = self.model.framing
-
-    def run(self, image_gray: np.ndarray, box_xywh, roll_deg: float = 0.0) -> np.ndarray:
-        dim = int(self.framing["image_dim"])
-        crop, matrix = geometry.frame_face_upright(
-            image_gray, box_xywh, dim, self.framing["crop_margin"], self.framing["crop_shift_y"],
-            roll_deg)
-        points_norm = self.model.predict_crops(geometry.gray_to_input(crop)[None])[0]
-        return geometry.transform_points(geometry.norm_to_px(points_norm, dim), geometry.invert(matrix))
 
 
 def teacher_points(mesh_68: np.ndarray, own_68: np.ndarray) -> np.ndarray:
@@ -142,14 +121,14 @@ def command_score(args) -> int:
     faces = training_faces(args.data_dir, args.seed, args.val_fraction, args.split)
     mapper = MeshTo68.load(args.map)
     mesh = FaceMesh(args.mesh_model or default_mesh_model())
-    own = OwnModel(args.model)
+    own = predict.LandmarkModel(args.model)
     import dataset
 
     truth, mapped, ours = [], [], []
     for face in faces:
         image = dataset.read_image_bgr(face.image_path)
         mapped.append(mapper(mesh.run(image, face.box_xywh)))
-        ours.append(own.run(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), face.box_xywh))
+        ours.append(own.predict_box(image, face.box_xywh))
         truth.append(face.landmarks_px)
     truth, mapped, ours = np.stack(truth), np.stack(mapped), np.stack(ours)
     for name, pred in (("mesh mapped to 68", mapped), ("landmark model", ours),
@@ -178,7 +157,7 @@ def command_label(args) -> int:
 
     mapper = MeshTo68.load(args.map)
     mesh = FaceMesh(args.mesh_model or default_mesh_model())
-    own = OwnModel(args.model)
+    own = predict.LandmarkModel(args.model)
     out_dir = Path(args.out)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     paths = sorted(p for p in Path(args.images).iterdir()
@@ -191,7 +170,7 @@ def command_label(args) -> int:
         mapped = mapper(mesh_points)
         roll = geometry.roll_from_landmarks(mapped)
         own_box = geometry.box_from_landmarks_upright(mapped, roll)
-        ours = own.run(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), own_box, roll)
+        ours = own.predict_face(image, own_box, roll).landmarks_px
         points = teacher_points(mapped, ours)
         # the two halves must agree on where the face is: a face one of them lost is left out
         eye_distance = np.linalg.norm(points[36] - points[45])
@@ -244,12 +223,12 @@ def parse_args(argv=None):
     score = sub.add_parser("score", parents=[common], help="NME of the mapped mesh, the model and their mean")
     score.add_argument("--data-dir", required=True)
     score.add_argument("--map", required=True)
-    score.add_argument("--model", default=model_default)
+    score.add_argument("--model", default=model_default, help="the landmark model (.tflite)")
     score.add_argument("--split", default="validation", choices=["validation", "test", "common", "train"])
     label = sub.add_parser("label", parents=[common], help="teacher points for a folder of face photos")
     label.add_argument("--images", required=True)
     label.add_argument("--map", required=True)
-    label.add_argument("--model", default=model_default)
+    label.add_argument("--model", default=model_default, help="the landmark model (.tflite)")
     label.add_argument("--out", required=True, help="folder for teacher_labels.xml and the padded photos")
     label.add_argument("--limit", type=int, default=0, help="only the first N photos (0: all)")
     label.add_argument("--max-disagreement", type=float, default=0.15)
