@@ -215,7 +215,6 @@ def from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, model_p
     monitor.check_flags(parser, tracker_options, blink_options)
     if not args.camera:
         return None
-    model = predict.LandmarkModel(model_path, part_refiners=predict.load_part_refiners(
-        ["eyes"] if args.refine_eyes else []))
+    model = predict.LandmarkModel(model_path, part_refiners=predict.load_part_refiners(predict.refined_parts(args)))
     return LiveMonitor(args.camera, model, predict.make_detector(detector_name),
                        tracker_options, None, blink_options, monitor.options_from_args(args))

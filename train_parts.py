@@ -163,8 +163,12 @@ def main(argv=None) -> int:
     parity_px = float(np.abs(geometry.norm_to_px(keras_out, part.dim) - tflite_out).max())
 
     first = predict.LandmarkModel(args.first_pass)
-    first_pass = np.stack([first.predict_box(dataset.read_image(f.image_path), f.box_xywh) for f in val_faces])
-    refined = np.stack([refiner.refine(dataset.read_image(f.image_path), p) for f, p in zip(val_faces, first_pass)])
+    first_pass, refined = [], []
+    for face in val_faces:
+        image = dataset.read_image(face.image_path)
+        first_pass.append(first.predict_box(image, face.box_xywh))
+        refined.append(refiner.refine(image, first_pass[-1]))
+    first_pass, refined = np.stack(first_pass), np.stack(refined)
     report = part_report(part, first_pass, refined, np.stack([f.landmarks_px for f in val_faces]))
     report.update(train_faces=len(train_faces), val_faces=len(val_faces), epochs=args.epochs,
                   jitters=args.jitters, seed=args.seed, val_fraction=args.val_fraction,

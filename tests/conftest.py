@@ -193,3 +193,18 @@ def grid_landmarks(box_xywh, rows: int = 8, cols: int = 9) -> np.ndarray:
     # Irrational-ish sub-pixel offsets, so no point sits on a pixel centre by luck.
     offsets = np.stack([np.sin(np.arange(len(grid)) * 1.7), np.cos(np.arange(len(grid)) * 2.3)], 1)
     return (grid + 0.37 * offsets)[:68]
+
+
+def read_video(path) -> list:
+    """Every frame of a video file, as OpenCV decodes it ([] for a file it cannot open)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames

@@ -46,14 +46,14 @@ def scored(subset_dir):
     import face_mesh
     import parts
 
-    results = {}
+    results, runners = {}, {}
     for fmt in ("int8", "float32"):
-        runner = evaluate.load_landmark_model(REPO_DIR / "models" / f"landmarks_{fmt}.tflite")
-        results[fmt] = evaluate.evaluate(runner, faces)
+        runners[fmt] = evaluate.load_landmark_model(REPO_DIR / "models" / f"landmarks_{fmt}.tflite")
+        results[fmt] = evaluate.evaluate(runners[fmt], faces)
     # the options that add a second network's view, on the int8 model
     mesh, eyes = face_mesh.MeshLandmarks(), parts.PartRefiner(parts.EYES)
     boxes = evaluate.face_boxes(faces)
-    runner_int8 = evaluate.load_landmark_model(REPO_DIR / "models" / "landmarks_int8.tflite")
+    runner_int8 = runners["int8"]
     results["int8, `--refine-eyes`"] = evaluate.evaluate(runner_int8, faces, boxes=boxes, part_refiners=[eyes])
     results["int8, `--with-mesh`"] = evaluate.evaluate(runner_int8, faces, boxes=boxes, mesh=mesh)
     results["int8, `--with-mesh --refine-eyes`"] = evaluate.evaluate(runner_int8, faces, boxes=boxes, mesh=mesh,

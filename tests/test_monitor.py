@@ -27,7 +27,7 @@ import pytest
 import face_measures
 import monitor
 import predict
-from conftest import REPO_DIR, require_data
+from conftest import REPO_DIR, read_video, require_data
 
 FPS = 10
 SUBJECT = "subject03"  # EAR 0.31 with eyes open, 0.16 shut (benchmarks/eyes.py)
@@ -59,18 +59,6 @@ def closure_clip(path: Path, yale_photos, open_s=3.0, shut_s=3.0, after_s=6.0) -
     eyes_open, shut = yale_photos
     return write_clip(path, [eyes_open] * int(open_s * FPS) + [shut] * int(shut_s * FPS)
                       + [eyes_open] * int(after_s * FPS))
-
-
-def read_video(path) -> list:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
 
 
 def run_predict(*argv) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import face_detector
 import geometry
 import predict
 import tracking
-from conftest import REPO_DIR, TEST_XML
+from conftest import REPO_DIR, TEST_XML, read_video
 
 INT8_MODEL = REPO_DIR / "models" / "landmarks_int8.tflite"
 SMALL_WH = (320, 240)
@@ -230,18 +230,6 @@ def write_video(path, frames, fps=10, fourcc="mp4v"):
     for frame in frames:
         writer.write(frame)
     writer.release()
-
-
-def read_video(path) -> list:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
 
 
 class WithoutFaceScore:
