@@ -26,7 +26,6 @@ import re
 import stat
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
