@@ -63,11 +63,12 @@ def held_out_faces(data_dir: Path, config):
 
 
 # Ops kept in float inside the int8 model: the soft-argmax (softmax over each heatmap and
-# the weighted sum of cell centres) and the confidence read from the same maps. In int8 its
+# the weighted sum of cell centres, with the expected offsets of `mobile-wide-nrm` and their
+# neighbour averaging) and the confidence read from the same maps. In int8 its
 # probabilities are quantised to 1/256 and the coordinates drift by about a pixel (+1 NME
 # point); in float the drift is ~0.1 px.
 FLOAT_OPS_IN_INT8 = ["SOFTMAX", "TRANSPOSE", "RESHAPE", "FULLY_CONNECTED", "BATCH_MATMUL",
-                     "MUL", "SUB", "SUM", "SQUARE", "SQRT", "MAXIMUM", "DIV", "LOGISTIC"]
+                     "CONCATENATION", "GATHER", "MUL", "SUB", "SUM", "SQUARE", "SQRT", "MAXIMUM", "DIV", "LOGISTIC"]
 
 
 def export_network(keras_model, calibration_crops: np.ndarray):

@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from config import LEFT_EYE_OUTER, NUM_LANDMARKS, RIGHT_EYE_OUTER
-from model import SoftArgmax2D
+from model import OffsetSoftArgmax2D, SoftArgmax2D
 
 
 def _points(flat):
@@ -117,4 +117,4 @@ def make_loss(name: str, image_dim: int, jaw_weight: float = 1.0):
 
 
 CUSTOM_OBJECTS = {"nme": nme, "WingLoss": WingLoss, "DistillationLoss": DistillationLoss,
-                  "SoftArgmax2D": SoftArgmax2D}
+                  "SoftArgmax2D": SoftArgmax2D, "OffsetSoftArgmax2D": OffsetSoftArgmax2D}

@@ -7,6 +7,10 @@
   (x, y). 0.50 M parameters and 90 MFLOPs at 128 x 128.
 - ``mobile-wide``: the same with 1.5 x the channels (1.1 M parameters, 200 MFLOPs): the
   shipped model. ``mobile-s4``: ``mobile`` with 32 x 32 heatmaps (98 MFLOPs).
+- ``mobile-wide-nrm``: ``mobile-wide`` whose head also gives, in every heatmap cell, each
+  point's offset from the cell and the offsets of its contour neighbours (PIPNet's neighbour
+  regression, Jin et al. 2021); each point is the mean of its own estimate and its
+  neighbours' estimates of it (OffsetSoftArgmax2D).
 
 Both take a grey ``image_dim x image_dim x 1`` image in [-1, 1] and return 136 numbers:
 the 68 (x, y) landmarks in [-0.5, 0.5] crop coordinates.
@@ -118,6 +122,106 @@ class SoftArgmax2D(layers.Layer):
         return (input_shape[0], 2 * input_shape[3])
 
 
+# The facial contours of the 68-point scheme: (first, last, closed). Neighbour regression
+# ties each point to the nearest points along its own contour.
+CONTOURS = ((0, 16, False), (17, 21, False), (22, 26, False), (27, 35, False),
+            (36, 41, True), (42, 47, True), (48, 59, True), (60, 67, True))
+NEIGHBOURS = 4
+
+
+def contour_neighbours(count: int = NEIGHBOURS) -> np.ndarray:
+    """[68, count] indices: for each point, the ``count`` points nearest to it along its
+    contour (round a closed one; ties to the lower index), as PIPNet's neighbours."""
+    table = []
+    for first, last, closed in CONTOURS:
+        members = list(range(first, last + 1))
+        for i, point in enumerate(members):
+            def steps(j):
+                gap = abs(i - j)
+                return min(gap, len(members) - gap) if closed else gap
+            others = sorted((j for j in range(len(members)) if j != i), key=lambda j: (steps(j), j))
+            table.append([members[j] for j in others[:count]])
+    return np.asarray(table, dtype=np.int64)
+
+
+def neighbour_sources(neighbours: np.ndarray):
+    """For OffsetSoftArgmax2D: (points [K, M], slots [K, M], weights [K, M]). Point k is the
+    mean of its own estimate (point k, slot 0) and each neighbour j's estimate of it (point j,
+    slot n + 1 where neighbours[j, n] == k); rows are padded to the longest with weight 0."""
+    count = neighbours.shape[0]
+    sources = [[(k, 0)] for k in range(count)]
+    for j in range(count):
+        for slot, k in enumerate(neighbours[j], start=1):
+            sources[int(k)].append((j, slot))
+    longest = max(len(row) for row in sources)
+    points = np.zeros((count, longest), np.int64)
+    slots = np.zeros((count, longest), np.int64)
+    weights = np.zeros((count, longest), np.float32)
+    for k, row in enumerate(sources):
+        for m, (j, slot) in enumerate(row):
+            points[k, m], slots[k, m], weights[k, m] = j, slot, 1.0 / len(row)
+    return points, slots, weights
+
+
+@keras.saving.register_keras_serializable(package="landmarks")
+class OffsetSoftArgmax2D(layers.Layer):
+    """[heatmap logits [B, H, W, K], offsets [B, H, W, K(1+N)2]] -> [B, 2K] landmarks.
+
+    Each softmaxed map weighs, cell by cell, the cell's centre plus the offsets predicted
+    there: the point's own offset and its N neighbours' offsets (in cells). Each point is then
+    the mean of its own estimate and its neighbours' estimates of it, which keeps a contour's
+    spacing consistent. Decoding is kept in float in int8 models (export_tflite.py).
+    """
+
+    def __init__(self, neighbours=None, **kwargs):
+        super().__init__(**kwargs)
+        table = contour_neighbours() if neighbours is None else np.asarray(neighbours)
+        self.neighbours = table.astype(int).tolist()
+
+    def call(self, inputs):
+        logits, offsets = inputs
+        height, width, count = logits.shape[1], logits.shape[2], logits.shape[3]
+        slots = offsets.shape[3] // (2 * count)  # 1 + N
+        probs, grid = heatmap_probabilities(logits)  # [B, K, HW]
+        centres = ops.matmul(probs, ops.cast(grid, probs.dtype))  # [B, K, 2]
+        values = ops.transpose(ops.reshape(offsets, (-1, height * width, count, 2 * slots)), (0, 2, 1, 3))
+        expected = ops.reshape(ops.matmul(ops.expand_dims(probs, 2), values),
+                               (-1, count * slots, 2))  # [B, K(1+N), 2] in cells
+        # Gather each point's estimates (a cell centre and an offset each) and take their
+        # weighted sum: gathers and elementwise ops, no matrix of small weights that a
+        # dynamic-range or int8 conversion would round.
+        points, slot, weights = neighbour_sources(np.asarray(self.neighbours))
+        longest = points.shape[1]
+        gathered = ops.concatenate([
+            ops.take(centres, points.reshape(-1), axis=1),
+            ops.take(expected, (points * slots + slot).reshape(-1), axis=1)], axis=1)  # [B, 2KM, 2]
+        scale = np.concatenate([weights.reshape(-1), weights.reshape(-1) / width])[:, None]
+        weighted = gathered * ops.cast(scale, gathered.dtype)
+        summed = ops.sum(ops.reshape(weighted, (-1, 2, count, longest, 2)), axis=(1, 3))  # [B, K, 2]
+        return ops.reshape(summed, (-1, 2 * count))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 2 * input_shape[0][3])
+
+    def get_config(self):
+        return {**super().get_config(), "neighbours": self.neighbours}
+
+
+def init_neighbour_offsets(model: keras.Model, landmarks_norm: np.ndarray) -> None:
+    """Start the ``offsets`` layer at zero kernels and, as biases, each neighbour's mean offset
+    from its point in ``landmarks_norm`` [N, 136] (crop units, [-0.5, 0.5]): a new head's
+    neighbour estimates begin at the mean shape instead of on the point itself."""
+    layer = model.get_layer("offsets")
+    table = np.asarray(model.get_layer("landmarks").neighbours)
+    cells = model.get_layer("heatmaps").output.shape[2]
+    points = np.asarray(landmarks_norm, np.float64).reshape(-1, table.shape[0], 2)
+    own = np.zeros((table.shape[0], 1, 2))
+    between = (points[:, table] - points[:, :, None]).mean(axis=0) * cells  # [K, N, 2] in cells
+    bias = np.concatenate([own, between], axis=1).reshape(-1).astype(np.float32)
+    kernel, _ = layer.get_weights()
+    layer.set_weights([np.zeros_like(kernel), bias])
+
+
 def heatmap_spread(logits):
     """Heatmap logits [B, H, W, K] -> the standard deviation [B, K] of each softmaxed map
     about its expected point, in crop-side units (the same grid as SoftArgmax2D)."""
@@ -171,7 +275,7 @@ def _scaled(channels: int, width: float) -> int:
 
 
 def build_mobile(image_dim: int = 128, width: float = 1.0, heatmap_stride: int = 8,
-                 name: str = "mobile_landmarks") -> keras.Model:
+                 name: str = "mobile_landmarks", neighbours: int = 0) -> keras.Model:
     """Inverted-residual backbone, a small feature pyramid down to ``heatmap_stride``, one
     heatmap per landmark and a soft-argmax: the coordinates come out of the network directly,
     but each is tied to a place in the image, which learns far faster than a Dense
@@ -179,7 +283,9 @@ def build_mobile(image_dim: int = 128, width: float = 1.0, heatmap_stride: int =
 
     ``width`` multiplies every stage's channels (and the pyramid's); ``heatmap_stride`` 8
     gives 16 x 16 heatmaps at 128 px, 4 gives 32 x 32 (the pyramid goes one level further).
-    The defaults are the shipped ``mobile`` network, layer for layer.
+    ``neighbours`` > 0 adds the ``offsets`` convolution and decodes with OffsetSoftArgmax2D
+    (each point and its ``neighbours`` contour neighbours). The defaults are the ``mobile``
+    network, layer for layer.
     """
     if heatmap_stride not in (4, 8):
         raise ValueError(f"heatmap_stride must be 4 or 8, got {heatmap_stride}")
@@ -205,7 +311,13 @@ def build_mobile(image_dim: int = 128, width: float = 1.0, heatmap_stride: int =
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="head_dw_bn")(x)
     x = layers.Activation("relu", name="head_dw_act")(x)
     heatmaps = layers.Conv2D(NUM_OUTPUTS // 2, 1, name="heatmaps", dtype="float32")(x)
-    outputs = SoftArgmax2D(name="landmarks", dtype="float32")(heatmaps)
+    if not neighbours:
+        outputs = SoftArgmax2D(name="landmarks", dtype="float32")(heatmaps)
+        return keras.Model(inputs, outputs, name=name)
+    table = contour_neighbours(neighbours)
+    offsets = layers.Conv2D(NUM_OUTPUTS * (1 + neighbours), 1, kernel_initializer="zeros",
+                            name="offsets", dtype="float32")(x)
+    outputs = OffsetSoftArgmax2D(table, name="landmarks", dtype="float32")([heatmaps, offsets])
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -217,6 +329,11 @@ def build_mobile_s4(image_dim: int = 128) -> keras.Model:
 def build_mobile_wide(image_dim: int = 128) -> keras.Model:
     """``mobile`` with 1.5 x the channels, 16 x 16 heatmaps."""
     return build_mobile(image_dim, width=1.5, name="mobile_wide_landmarks")
+
+
+def build_mobile_wide_nrm(image_dim: int = 128) -> keras.Model:
+    """``mobile-wide`` with per-cell offsets and neighbour regression (OffsetSoftArgmax2D)."""
+    return build_mobile(image_dim, width=1.5, name="mobile_wide_nrm_landmarks", neighbours=NEIGHBOURS)
 
 
 def build_part_network(dim: int = 48, points: int = 6, name: str = "eyes") -> keras.Model:
@@ -233,7 +350,7 @@ def build_part_network(dim: int = 48, points: int = 6, name: str = "eyes") -> ke
 
 
 ARCHITECTURES = {"xception": build_xception, "mobile": build_mobile, "mobile-s4": build_mobile_s4,
-                 "mobile-wide": build_mobile_wide}
+                 "mobile-wide": build_mobile_wide, "mobile-wide-nrm": build_mobile_wide_nrm}
 
 
 def build_network(arch: str = "xception", image_dim: int = 128) -> keras.Model:

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 import distill
 import distribute
 from config import Config, framing_fault, framing_of
@@ -78,7 +80,7 @@ HELP = {
     "jit": "compile the training step with XLA (one replica only: Keras cannot compile a "
            "step spread over several devices)",
 }
-CHOICES = {"split": ["standard", "xml"], "arch": ["xception", "mobile", "mobile-s4", "mobile-wide"],
+CHOICES = {"split": ["standard", "xml"], "arch": ["xception", "mobile", "mobile-s4", "mobile-wide", "mobile-wide-nrm"],
            "loss": ["mse", "l1", "wing"], "lr_schedule": ["constant", "cosine"],
            "strategy": list(distribute.STRATEGIES)}
 
@@ -237,6 +239,64 @@ def resume_message(epoch: int, steps_done: int, steps: int, where) -> str:
     return message
 
 
+def has_layer(model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
+def training_landmarks(train_data) -> np.ndarray:
+    """[N, 136] the training faces' landmarks in the units of their (unjittered) crops, for
+    quantities that depend only on the shape (differences between points)."""
+    import geometry
+
+    shapes = []
+    for face in train_data.faces:
+        centre, side = geometry.face_square(face.box_xywh, train_data.config.crop_margin,
+                                            train_data.config.crop_shift_y)
+        shapes.append(((face.landmarks_px - centre) / side).reshape(-1))
+    return np.asarray(shapes, np.float32)
+
+
+def init_neighbour_offsets(model, shapes) -> None:
+    import model as networks
+
+    networks.init_neighbour_offsets(model, shapes)
+    logging.info("offsets head: neighbour offsets start at their mean over %d training faces",
+                 len(shapes))
+
+
+def load_initial_weights(model, config: Config, train_data) -> None:
+    """--init-weights: the checkpoint's weights, layer by layer. A checkpoint of the plain
+    heatmap network (``mobile-wide``) loads into ``mobile-wide-nrm`` too: every layer but the
+    new ``offsets`` head, which then starts from the training faces' mean neighbour offsets."""
+    import warnings
+
+    import dataset
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras warns of what a failed load then explains
+            model.load_weights(config.init_weights)
+        logging.info("initial weights from %s", config.init_weights)
+        return
+    except (OSError, ValueError) as err:
+        failure = dataset.DataError(f"{config.init_weights}: cannot load its weights into "
+                                    f"--arch {config.arch} ({err})")
+        if not has_layer(model, "offsets") or isinstance(err, OSError):
+            raise failure from None
+    # Every weight to NaN, then whatever the file has: what stays NaN was not in it.
+    for layer in model.layers:
+        layer.set_weights([np.full_like(w, np.nan) for w in layer.get_weights()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_weights(config.init_weights, skip_mismatch=True)
+    missing = [layer.name for layer in model.layers
+               if any(np.isnan(w).any() for w in layer.get_weights())]
+    if missing != ["offsets"]:
+        raise failure from None
+    logging.info("initial weights from %s (all but the new offsets head)", config.init_weights)
+    init_neighbour_offsets(model, training_landmarks(train_data))
+
+
 def train(config: Config, strategy=None) -> dict:
     """Train as ``config`` says; returns a summary of the run, with the trained ``model``.
 
@@ -293,12 +353,9 @@ def train(config: Config, strategy=None) -> dict:
                       # except over several replicas, where XLA cannot compile the step.
                       jit_compile=True if config.jit else ("auto" if replicas == 1 else False))
         if config.init_weights and not resuming:
-            try:
-                model.load_weights(config.init_weights)
-            except (OSError, ValueError) as err:
-                raise dataset.DataError(f"{config.init_weights}: cannot load its weights into "
-                                        f"--arch {config.arch} ({err})") from None
-            logging.info("initial weights from %s", config.init_weights)
+            load_initial_weights(model, config, train_data)
+        elif not resuming and has_layer(model, "offsets"):
+            init_neighbour_offsets(model, training_landmarks(train_data))
     logging.info("%s: %d parameters", model.name, model.count_params())
     if chief:  # only now that data, flags, backup and weights are known to be usable
         checkpoint_dir.mkdir(parents=True, exist_ok=True)

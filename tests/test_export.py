@@ -259,3 +259,35 @@ def test_bad_counts_and_names_are_refused_as_flags(tmp_path, capsys, flag, value
                             f"{flag}={value}"])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("fmt", ["dynamic", "int8"])
+def test_the_neighbour_regression_decoder_stays_exact_when_quantised(train_faces, fmt):
+    """mobile-wide-nrm's decoding (expected offsets, neighbour averaging) is kept in float: a
+    quantised conversion moves points by no more than the heatmaps' own quantisation does.
+    (Its averaging once ran through a matrix of small weights, which dynamic-range
+    quantisation rounded: +0.29 NME points.)"""
+    import config
+    import dataset
+    import export_tflite
+    import tensorflow as tf
+    from model import build_network, init_neighbour_offsets
+
+    settings = config.Config(arch="mobile-wide-nrm")
+    crops, truth = dataset.LandmarkDataset(train_faces[:60], settings, training=False).arrays()
+    network = build_network("mobile-wide-nrm", 128)
+    init_neighbour_offsets(network, truth)
+    kernel, bias = network.get_layer("offsets").get_weights()
+    rng = np.random.default_rng(1)  # offsets that vary from cell to cell, as trained ones do
+    network.get_layer("offsets").set_weights([rng.normal(0, 0.05, kernel.shape).astype(np.float32), bias])
+    flatbuffer = export_tflite.convert(network, fmt, crops[:40], int8_input="float")
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    got = []
+    for crop in crops[40:]:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], crop[None])
+        interpreter.invoke()
+        got.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0])
+    want = network.predict(crops[40:], verbose=0)
+    drift_px = np.abs(np.asarray(got) - want).mean() * 128
+    assert drift_px < 0.3, f"{fmt}: points moved {drift_px:.3f} crop px on average"

@@ -373,6 +373,58 @@ def test_init_weights_of_another_architecture_is_refused(short_run, subset_dir, 
     assert "best_model.weights.h5: cannot load its weights into --arch xception" in caplog.text
 
 
+def test_a_heatmap_checkpoint_starts_the_neighbour_regression_head(subset_dir, tmp_path):
+    """mobile-wide weights load into mobile-wide-nrm: every layer but the new offsets head,
+    which starts with zero kernels and, as biases, each neighbour's mean offset (in heatmap
+    cells) over the run's own training faces."""
+    import dataset
+    import geometry
+    import train
+    from model import build_network, contour_neighbours
+
+    keras.utils.set_random_seed(5)
+    source = build_network("mobile-wide", 128)
+    rng = np.random.default_rng(0)
+    for weight in source.weights:  # unlike any fresh initialisation
+        weight.assign(np.asarray(weight) + rng.normal(0, 0.01, weight.shape).astype(np.float32) + 0.01)
+    source.save_weights(str(tmp_path / "wide.weights.h5"))
+    config = train.parse_args([
+        "--data-dir", str(subset_dir), "--arch", "mobile-wide-nrm", "--epochs", "1",
+        "--steps-per-epoch", "1", "--batch-size", "4", "--val-fraction", "0.02", "--lr", "0",
+        "--init-weights", str(tmp_path / "wide.weights.h5"), "--checkpoint-dir", str(tmp_path / "nrm"),
+        "--no-download"])
+    tuned = train.train(config)["model"]
+    for layer in source.layers:  # lr 0: only batch-norm statistics move, in the one step
+        for got, want in zip(tuned.get_layer(layer.name).trainable_weights, layer.trainable_weights):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=got.path)
+    kernel, bias = tuned.get_layer("offsets").get_weights()
+    assert not kernel.any()
+    faces, _ = dataset.split_by_image(dataset.load_faces(subset_dir, "train"), 0.02, 42)
+    sides = np.array([geometry.face_square(f.box_xywh, 0.2, 0.06)[1] for f in faces])
+    points = np.stack([f.landmarks_px for f in faces]) / sides[:, None, None]
+    table = contour_neighbours()
+    expected = ((points[:, table] - points[:, :, None]).mean(axis=0) * 16)  # [68, 4, 2] cells
+    got = bias.reshape(68, 5, 2)
+    assert not got[:, 0].any()  # a point's own offset starts at its cell's centre
+    np.testing.assert_allclose(got[:, 1:], expected, atol=1e-4)
+    assert got[0, 1, 1] > 0.5 and got[8, 2, 0] > 0.5  # the jaw runs down from 0, right from 8
+
+
+def test_a_checkpoint_of_other_layer_sizes_is_refused_by_the_new_head(short_run, subset_dir, tmp_path,
+                                                                      caplog):
+    import train
+
+    _, checkpoint_dir, _, _ = short_run  # the 1.0x `mobile`: its layers are narrower
+    code = train.main([
+        "--data-dir", str(subset_dir), "--arch", "mobile-wide-nrm", "--epochs", "1",
+        "--steps-per-epoch", "1", "--val-fraction", "0.02",
+        "--init-weights", str(checkpoint_dir / "best_model.weights.h5"),
+        "--checkpoint-dir", str(tmp_path / "bad"), "--no-download"])
+    assert code == 2
+    assert "cannot load its weights into --arch mobile-wide-nrm" in caplog.text
+    assert not (tmp_path / "bad").exists()
+
+
 # ---------------------------------------------------------------------------------------
 # Runs that cannot succeed fail loudly (issue 12)
 # ---------------------------------------------------------------------------------------
