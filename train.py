@@ -308,7 +308,6 @@ def train(config: Config, strategy=None) -> dict:
     import keras
 
     import callbacks
-    import dataset
     import losses
     from model import build_network
 
