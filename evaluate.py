@@ -651,6 +651,10 @@ def main(argv=None) -> int:
         if args.fit_detector:
             print(json.dumps(fit_detector_boxes(make_detector(args.fit_detector), faces), indent=1))
             return 0
+        if any(str(model).endswith(".h5") for model in [args.model, *args.compare]):
+            from train import quiet_tensorflow_startup
+
+            quiet_tensorflow_startup()  # a Keras model: TensorFlow, without its start-up notes
         runner = load_landmark_model(args.model)
         detector = make_detector(args.detector) if args.detector else None
         # Found once: every model of --compare is scored on the same boxes.

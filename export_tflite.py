@@ -93,8 +93,13 @@ def convert(keras_model, fmt: str, calibration: np.ndarray | None, int8_input: s
     import contextlib
     import io
 
-    # Keras prints the whole SavedModel signature while converting.
-    with contextlib.redirect_stdout(io.StringIO()):
+    import warnings
+
+    # Keras prints the whole SavedModel signature while converting; the converter warns that
+    # the int8 input has no statistics (it needs none: grey pixels fit int8 exactly) and its
+    # quantisation debugger uses TensorFlow's deprecated interpreter.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(Statistics for quantized inputs|tf.lite.Interpreter is deprecated)")
         return _convert(keras_model, fmt, calibration, int8_input)
 
 
@@ -178,7 +183,10 @@ def main(argv=None) -> int:
     parser.add_argument("--parity-faces", type=positive_int, default=100)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from train import quiet_tensorflow_startup
 
+    quiet_tensorflow_startup()  # before Keras brings TensorFlow in with its start-up notes
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to" a temp folder
     from predict import InputError, make_output_folder
 
     model_path = Path(args.model)

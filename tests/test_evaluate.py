@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -434,3 +435,19 @@ def test_json_onto_the_annotation_file_of_the_data_folder_is_refused(subset_dir,
     code = evaluate.main(["--data-dir", str(tmp_path), "--model", str(shipped_int8), "--json", str(labels)])
     assert code == 2 and f"--json {labels}: is one of the inputs" in capsys.readouterr().err
     assert labels.read_bytes() == before
+
+
+def test_scoring_a_keras_model_prints_the_figures_and_no_start_up_noise(subset_dir):
+    from test_train import CONSOLE_NOISE
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "--data-dir", str(subset_dir), "--split", "validation",
+         "--model", str(REPO_DIR / "models" / "keras" / "best_model.weights.h5")],
+        cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=600)
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-3000:]
+    for noise in CONSOLE_NOISE:
+        assert noise not in console, f"{noise!r} in:\n{console}"
+    assert "validation     101" in console

@@ -47,6 +47,9 @@ def test_every_format_converts_within_tolerance(exported):
         assert (out_dir / f"landmarks_{fmt}.tflite").stat().st_size > 100_000
     sizes = {fmt: (out_dir / f"landmarks_{fmt}.tflite").stat().st_size for fmt in table}
     assert sizes["int8"] < sizes["float16"] < sizes["float32"]
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "Could not find cuda drivers",
+                  "Statistics for quantized inputs", "tf.lite.Interpreter is deprecated"):
+        assert noise not in result.stdout + result.stderr, noise
 
 
 def test_metadata_describes_the_framing(exported, brief_checkpoint):
