@@ -86,14 +86,14 @@ def main(argv=None) -> int:
     precision = "mixed float16" if args.mixed_precision else "float32"
     print(f"estimate, not a measurement: {args.image_dim}x{args.image_dim} input, {precision}, "
           f"Adam{' + EMA' if args.ema else ''}, {args.reserve_gb:g} GB reserved")
-    header = f"{'arch':<12} {'parameters':>11} {'MB/image':>9} {'fixed MB':>9}"
+    header = f"{'arch':<15} {'parameters':>11} {'MB/image':>9} {'fixed MB':>9}"
     header += "".join(f"  {f'{gb:g} GB: fits / try':>20}" for gb in args.gpu_gb)
     print(header)
     for arch in args.arch:
         row = estimate(arch, args.image_dim, args.mixed_precision, args.ema)
         row["cards"] = {f"{gb:g}": largest_batch(row, gb, args.reserve_gb) for gb in args.gpu_gb}
         rows.append(row)
-        line = (f"{arch:<12} {row['parameters']:>11,} {row['bytes_per_image'] / 1e6:>9.1f} "
+        line = (f"{arch:<15} {row['parameters']:>11,} {row['bytes_per_image'] / 1e6:>9.1f} "
                 f"{row['fixed_bytes'] / 1e6:>9.0f}")
         for card in row["cards"].values():
             line += f"  {card['fits']:>11,} / {card['suggested']:>6,}"
