@@ -113,7 +113,7 @@ def test_a_broken_part_model_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_short_mouth_training_run_exports_a_tflite_model_that_matches_keras(subset_dir, tmp_path):
+def test_a_short_mouth_training_run_exports_a_tflite_model_that_matches_keras(subset_dir, tmp_path, capsys):
     import train_parts
 
     out = tmp_path / "mouth"
@@ -123,18 +123,34 @@ def test_a_short_mouth_training_run_exports_a_tflite_model_that_matches_keras(su
     report = meta["validation"]
     assert meta["part"] == "mouth" and meta["dim"] == MOUTH.dim
     assert report["val_faces"] == 101 and report["train_faces"] == 40 and report["count"] == 101
-    assert report["tflite_parity_px"] < 0.01
+    assert report["format"] == "int8" and report["tflite_bytes"] == (out / "mouth.tflite").stat().st_size
+    assert report["tflite_parity_px"] < 0.25  # int8: a quarter of a crop pixel on average
     assert {"nme", "openness_mad"} <= set(report["refined"])
     # the exported model runs as predict.py runs it
     refiner = parts.PartRefiner(MOUTH, out / "mouth.tflite")
-    assert refiner.run_crop(np.full((MOUTH.dim, MOUTH.dim), 128, np.uint8)).shape == (20, 2)
+    crop = np.full((MOUTH.dim, MOUTH.dim), 128, np.uint8)
+    assert refiner.run_crop(crop).shape == (20, 2)
+
+    # --weights: the same weights exported again, without training, give the same model
+    again = tmp_path / "again"
+    assert train_parts.main(["--part", "mouth", "--data-dir", str(subset_dir), "--out-dir", str(again),
+                             "--jitters", "1", "--max-faces", "40",
+                             "--weights", str(out / "mouth_best.weights.h5")]) == 0
+    assert not (again / "mouth_best.weights.h5").exists()
+    np.testing.assert_allclose(parts.PartRefiner(MOUTH, again / "mouth.tflite").run_crop(crop),
+                               refiner.run_crop(crop), atol=0.05)
+    # and weights of another part's network are refused, by name
+    assert train_parts.main(["--part", "eyes", "--data-dir", str(subset_dir), "--out-dir", str(tmp_path / "e"),
+                             "--jitters", "1", "--max-faces", "5",
+                             "--weights", str(out / "mouth_best.weights.h5")]) == 2
+    assert "mouth_best.weights.h5: not the eyes network's weights" in capsys.readouterr().err
 
 
 def test_train_parts_refuses_bad_flags(capsys):
     import train_parts
 
     for flag, value in (("--epochs", "0"), ("--jitters", "-1"), ("--val-fraction", "1.5"), ("--lr", "0"),
-                        ("--part", "nose")):
+                        ("--part", "nose"), ("--weights", "no/such.weights.h5")):
         with pytest.raises(SystemExit) as exit_info:
             train_parts.parse_args(["--data-dir", "x", flag, value])
         assert exit_info.value.code == 2
