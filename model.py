@@ -331,6 +331,11 @@ def build_mobile_wide(image_dim: int = 128) -> keras.Model:
     return build_mobile(image_dim, width=1.5, name="mobile_wide_landmarks")
 
 
+def build_mobile_wide_s4(image_dim: int = 128) -> keras.Model:
+    """``mobile-wide`` with 32 x 32 heatmaps (stride 4)."""
+    return build_mobile(image_dim, width=1.5, heatmap_stride=4, name="mobile_wide_s4_landmarks")
+
+
 def build_mobile_wide_nrm(image_dim: int = 128) -> keras.Model:
     """``mobile-wide`` with per-cell offsets and neighbour regression (OffsetSoftArgmax2D)."""
     return build_mobile(image_dim, width=1.5, name="mobile_wide_nrm_landmarks", neighbours=NEIGHBOURS)
@@ -350,7 +355,27 @@ def build_part_network(dim: int = 48, points: int = 6, name: str = "eyes") -> ke
 
 
 ARCHITECTURES = {"xception": build_xception, "mobile": build_mobile, "mobile-s4": build_mobile_s4,
-                 "mobile-wide": build_mobile_wide, "mobile-wide-nrm": build_mobile_wide_nrm}
+                 "mobile-wide": build_mobile_wide, "mobile-wide-nrm": build_mobile_wide_nrm,
+                 "mobile-wide-s4": build_mobile_wide_s4}
+
+# The layers each variant adds to ``mobile-wide``: a mobile-wide checkpoint starts every other
+# layer of it (train.py --init-weights), and these start from start_added_layers().
+ADDED_TO_MOBILE_WIDE = {"mobile-wide-nrm": ("offsets",), "mobile-wide-s4": ("fpn4_conv", "fpn4_bn")}
+
+
+def start_added_layers(model: keras.Model, arch: str, landmarks_norm: np.ndarray) -> str:
+    """Start the layers ``arch`` adds to ``mobile-wide`` so that the network begins close to the
+    checkpoint it grew from; returns what was done, for the log. ``mobile-wide-nrm``: the
+    neighbour offsets at their mean over ``landmarks_norm``; ``mobile-wide-s4``: the stride-4
+    lateral's batch norm at gamma 0, so the new level starts as the stride-8 features upsampled."""
+    if arch == "mobile-wide-nrm":
+        init_neighbour_offsets(model, landmarks_norm)
+        return f"neighbour offsets start at their mean over {len(landmarks_norm)} training faces"
+    if arch == "mobile-wide-s4":
+        layer = model.get_layer("fpn4_bn")
+        layer.set_weights([np.zeros_like(w) if i == 0 else w for i, w in enumerate(layer.get_weights())])
+        return "the stride-4 level starts as the stride-8 features upsampled (its lateral at zero)"
+    raise ValueError(f"{arch} adds no layers to mobile-wide")
 
 
 def build_network(arch: str = "xception", image_dim: int = 128) -> keras.Model:

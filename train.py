@@ -80,7 +80,7 @@ HELP = {
     "jit": "compile the training step with XLA (one replica only: Keras cannot compile a "
            "step spread over several devices)",
 }
-CHOICES = {"split": ["standard", "xml"], "arch": ["xception", "mobile", "mobile-s4", "mobile-wide", "mobile-wide-nrm"],
+CHOICES = {"split": ["standard", "xml"], "arch": ["xception", "mobile", "mobile-s4", "mobile-wide", "mobile-wide-nrm", "mobile-wide-s4"],
            "loss": ["mse", "l1", "wing"], "lr_schedule": ["constant", "cosine"],
            "strategy": list(distribute.STRATEGIES)}
 
@@ -239,10 +239,6 @@ def resume_message(epoch: int, steps_done: int, steps: int, where) -> str:
     return message
 
 
-def has_layer(model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)
-
-
 def training_landmarks(train_data) -> np.ndarray:
     """[N, 136] the training faces' landmarks in the units of their (unjittered) crops, for
     quantities that depend only on the shape (differences between points)."""
@@ -256,21 +252,14 @@ def training_landmarks(train_data) -> np.ndarray:
     return np.asarray(shapes, np.float32)
 
 
-def init_neighbour_offsets(model, shapes) -> None:
-    import model as networks
-
-    networks.init_neighbour_offsets(model, shapes)
-    logging.info("offsets head: neighbour offsets start at their mean over %d training faces",
-                 len(shapes))
-
-
 def load_initial_weights(model, config: Config, train_data) -> None:
-    """--init-weights: the checkpoint's weights, layer by layer. A checkpoint of the plain
-    heatmap network (``mobile-wide``) loads into ``mobile-wide-nrm`` too: every layer but the
-    new ``offsets`` head, which then starts from the training faces' mean neighbour offsets."""
+    """--init-weights: the checkpoint's weights, layer by layer. A ``mobile-wide`` checkpoint
+    also starts its variants (``mobile-wide-nrm``, ``mobile-wide-s4``): every layer but the
+    ones the variant adds, which start as model.start_added_layers says."""
     import warnings
 
     import dataset
+    from model import ADDED_TO_MOBILE_WIDE, start_added_layers
 
     try:
         with warnings.catch_warnings():
@@ -281,20 +270,30 @@ def load_initial_weights(model, config: Config, train_data) -> None:
     except (OSError, ValueError) as err:
         failure = dataset.DataError(f"{config.init_weights}: cannot load its weights into "
                                     f"--arch {config.arch} ({err})")
-        if not has_layer(model, "offsets") or isinstance(err, OSError):
+        if config.arch not in ADDED_TO_MOBILE_WIDE or isinstance(err, OSError):
             raise failure from None
-    # Every weight to NaN, then whatever the file has: what stays NaN was not in it.
-    for layer in model.layers:
-        layer.set_weights([np.full_like(w, np.nan) for w in layer.get_weights()])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_weights(config.init_weights, skip_mismatch=True)
-    missing = [layer.name for layer in model.layers
-               if any(np.isnan(w).any() for w in layer.get_weights())]
-    if missing != ["offsets"]:
+    # A mobile-wide checkpoint: its layers copied by name (Keras loads a file by position).
+    from model import build_network
+
+    source = build_network("mobile-wide", config.image_dim)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            source.load_weights(config.init_weights)
+    except ValueError:
         raise failure from None
-    logging.info("initial weights from %s (all but the new offsets head)", config.init_weights)
-    init_neighbour_offsets(model, training_landmarks(train_data))
+    added = ADDED_TO_MOBILE_WIDE[config.arch]
+    names = {layer.name for layer in source.layers}
+    new = [layer.name for layer in model.layers if layer.weights and layer.name not in names]
+    if sorted(new) != sorted(added):
+        raise failure from None
+    fresh = build_network(config.arch, config.image_dim)  # the added layers' own initialisation
+    for layer in model.layers:
+        if layer.weights:
+            origin = source if layer.name in names else fresh
+            layer.set_weights(origin.get_layer(layer.name).get_weights())
+    logging.info("initial weights from %s, all but the layers --arch %s adds (%s): %s", config.init_weights,
+                 config.arch, ", ".join(added), start_added_layers(model, config.arch, training_landmarks(train_data)))
 
 
 def train(config: Config, strategy=None) -> dict:
@@ -353,8 +352,10 @@ def train(config: Config, strategy=None) -> dict:
                       jit_compile=True if config.jit else ("auto" if replicas == 1 else False))
         if config.init_weights and not resuming:
             load_initial_weights(model, config, train_data)
-        elif not resuming and has_layer(model, "offsets"):
-            init_neighbour_offsets(model, training_landmarks(train_data))
+        elif not resuming and config.arch == "mobile-wide-nrm":
+            from model import start_added_layers
+
+            logging.info("offsets head: %s", start_added_layers(model, config.arch, training_landmarks(train_data)))
     logging.info("%s: %d parameters", model.name, model.count_params())
     if chief:  # only now that data, flags, backup and weights are known to be usable
         checkpoint_dir.mkdir(parents=True, exist_ok=True)

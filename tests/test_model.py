@@ -106,3 +106,11 @@ def test_mobile_wide_nrm_keeps_the_budget_and_round_trips():
     assert model.count_flops(network) < 260_000_000
     config = network.get_layer("landmarks").get_config()
     assert model.OffsetSoftArgmax2D.from_config(config).neighbours == config["neighbours"]
+
+
+def test_mobile_wide_s4_has_32_by_32_heatmaps_and_the_wide_layers():
+    network = model.build_network("mobile-wide-s4", 128)
+    wide = model.build_network("mobile-wide", 128)
+    assert network.get_layer("heatmaps").output.shape[1:] == (32, 32, 68)
+    added = {layer.name for layer in network.layers if layer.weights} - {layer.name for layer in wide.layers}
+    assert added == set(model.ADDED_TO_MOBILE_WIDE["mobile-wide-s4"])

@@ -373,30 +373,59 @@ def test_init_weights_of_another_architecture_is_refused(short_run, subset_dir, 
     assert "best_model.weights.h5: cannot load its weights into --arch xception" in caplog.text
 
 
-def test_a_heatmap_checkpoint_starts_the_neighbour_regression_head(subset_dir, tmp_path):
-    """mobile-wide weights load into mobile-wide-nrm: every layer but the new offsets head,
-    which starts with zero kernels and, as biases, each neighbour's mean offset (in heatmap
-    cells) over the run's own training faces."""
-    import dataset
-    import geometry
-    import train
-    from model import build_network, contour_neighbours
+@pytest.fixture(scope="module")
+def wide_checkpoint(tmp_path_factory):
+    """A mobile-wide weights file unlike any fresh initialisation."""
+    from model import build_network
 
     keras.utils.set_random_seed(5)
     source = build_network("mobile-wide", 128)
     rng = np.random.default_rng(0)
-    for weight in source.weights:  # unlike any fresh initialisation
+    for weight in source.weights:
         weight.assign(np.asarray(weight) + rng.normal(0, 0.01, weight.shape).astype(np.float32) + 0.01)
-    source.save_weights(str(tmp_path / "wide.weights.h5"))
+    path = tmp_path_factory.mktemp("wide") / "wide.weights.h5"
+    source.save_weights(str(path))
+    return source, path
+
+
+def start_variant(arch, checkpoint, subset_dir, tmp_path):
+    """train.py --arch ARCH --init-weights CHECKPOINT, one step at learning rate 0."""
+    import train
+
     config = train.parse_args([
-        "--data-dir", str(subset_dir), "--arch", "mobile-wide-nrm", "--epochs", "1",
+        "--data-dir", str(subset_dir), "--arch", arch, "--epochs", "1",
         "--steps-per-epoch", "1", "--batch-size", "4", "--val-fraction", "0.02", "--lr", "0",
-        "--init-weights", str(tmp_path / "wide.weights.h5"), "--checkpoint-dir", str(tmp_path / "nrm"),
-        "--no-download"])
-    tuned = train.train(config)["model"]
-    for layer in source.layers:  # lr 0: only batch-norm statistics move, in the one step
-        for got, want in zip(tuned.get_layer(layer.name).trainable_weights, layer.trainable_weights):
+        "--init-weights", str(checkpoint), "--checkpoint-dir", str(tmp_path / arch), "--no-download"])
+    return train.train(config)["model"]
+
+
+@pytest.mark.parametrize("arch, added", [("mobile-wide-nrm", {"offsets"}),
+                                         ("mobile-wide-s4", {"fpn4_conv", "fpn4_bn"})])
+def test_a_mobile_wide_checkpoint_starts_every_layer_its_variant_shares(wide_checkpoint, subset_dir, tmp_path,
+                                                                          arch, added):
+    """Copied by name, not by position: the stride-4 variant adds layers in the middle."""
+    source, path = wide_checkpoint
+    tuned = start_variant(arch, path, subset_dir, tmp_path)
+    shared = {layer.name for layer in source.layers if layer.weights}
+    assert {layer.name for layer in tuned.layers if layer.weights} - shared == added
+    for name in shared:  # lr 0: only batch-norm statistics move, in the one step
+        for got, want in zip(tuned.get_layer(name).trainable_weights, source.get_layer(name).trainable_weights):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=got.path)
+    if arch == "mobile-wide-s4":  # the new level starts silent: the stride-8 features, upsampled
+        gamma = tuned.get_layer("fpn4_bn").get_weights()[0]
+        assert not gamma.any()
+        assert np.asarray(tuned.get_layer("fpn4_conv").kernel).std() > 0.01  # its own initialisation
+
+
+def test_the_neighbour_offsets_start_at_their_mean_over_the_training_faces(wide_checkpoint, subset_dir,
+                                                                             tmp_path):
+    """mobile-wide-nrm's new head starts with zero kernels and, as biases, each neighbour's
+    mean offset (in heatmap cells) over the run's own training faces."""
+    import dataset
+    import geometry
+    from model import contour_neighbours
+
+    tuned = start_variant("mobile-wide-nrm", wide_checkpoint[1], subset_dir, tmp_path)
     kernel, bias = tuned.get_layer("offsets").get_weights()
     assert not kernel.any()
     faces, _ = dataset.split_by_image(dataset.load_faces(subset_dir, "train"), 0.02, 42)
