@@ -111,20 +111,21 @@ def w300_ears(xml_path: Path, model) -> tuple[list, list]:
     return annotated, predicted
 
 
-def still_video_events(folder: Path, model, detector, seconds: float = 12.0, fps: float = 10.0) -> dict:
+def still_video_events(folder: Path, model, detector, seconds: float = 12.0, fps: float = 10.0,
+                       blink_options=None) -> dict:
     """Each photo of ``folder`` as a still video: {photo name: [(event type, time_s)]}."""
     events = {}
     for path in sorted(folder.glob("*.png")):
         image = predict.load_image(path)
-        watcher = monitor.Monitor(model, detector)
+        watcher = monitor.Monitor(model, detector, blink_options=blink_options)
         events[path.name] = [(event["type"], event["time_s"]) for index in range(int(seconds * fps))
                              for event in watcher.process(image, index / fps)[1]]
     return events
 
 
-def video_report(data_dir: Path, model, detector) -> dict:
-    closed = still_video_events(data_dir / "yale_eyes" / "closed", model, detector)
-    opened = still_video_events(data_dir / "yale_eyes" / "open", model, detector)
+def video_report(data_dir: Path, model, detector, blink_options=None) -> dict:
+    closed = still_video_events(data_dir / "yale_eyes" / "closed", model, detector, blink_options=blink_options)
+    opened = still_video_events(data_dir / "yale_eyes" / "open", model, detector, blink_options=blink_options)
     drowsy_at = [next((t for kind, t in found if kind == "drowsy"), None) for found in closed.values()]
     raised = [t for t in drowsy_at if t is not None]
     return {"closed_photos": len(closed), "closed_drowsy": len(raised),
@@ -173,12 +174,17 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test", help="300w_subset's labels_ibug_300W_<split>.xml")
     parser.add_argument("--model", default=str(predict.DEFAULT_MODEL))
     parser.add_argument("--ear-close", type=float, default=face_measures.BlinkOptions.ear_close,
-                        help="the threshold the error rates are given at (default: the monitor's)")
+                        help="the threshold the error rates are given at, and the monitor's with "
+                        "--as-video (default: the monitor's)")
+    parser.add_argument("--ear-open", type=float, default=face_measures.BlinkOptions.ear_open,
+                        help="with --as-video: the monitor's EAR above which the eyes are open again")
     parser.add_argument("--refine-eyes", action="store_true", help="with the eye model, as predict.py --refine-eyes")
     parser.add_argument("--with-mesh", action="store_true", help="averaged with the face mesh, as predict.py --with-mesh")
     parser.add_argument("--as-video", action="store_true", help="also each Yale photo as a still video (above)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if not 0 < args.ear_close < args.ear_open:
+        parser.error(f"--ear-close {args.ear_close:g} and --ear-open {args.ear_open:g}: need 0 < close < open")
     data_dir = Path(args.data_dir)
     for needed in (data_dir / "yale_eyes" / "closed", data_dir / "300w_subset" / f"labels_ibug_300W_{args.split}.xml"):
         if not needed.exists():
@@ -193,7 +199,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     reports = evaluate(data_dir, model, detector, args.ear_close, args.split)
-    video = video_report(data_dir, model, detector) if args.as_video else None
+    video = (video_report(data_dir, model, detector,
+                          face_measures.BlinkOptions(ear_close=args.ear_close, ear_open=args.ear_open))
+             if args.as_video else None)
     if args.json:
         print(json.dumps(reports + ([video] if video else []), indent=1))
         return 0

@@ -44,3 +44,23 @@ def test_the_figures_on_the_real_faces_are_those_in_the_docs(data_dir, capsys, f
                              f"{report['closed_ear_mean']:.3f} / {report['open_ear_mean']:.3f}",
                              f"{report['roc_auc']:.3f}", f"{100 * report['closed_missed']:.0f} %",
                              f"{100 * report['open_flagged']:.1f} %", f"{report['best_threshold']:.3f}"], row
+
+
+def test_the_recommended_monitor_thresholds_give_what_the_docs_say(data_dir, capsys):
+    """docs/monitor.md: with --refine-eyes --ear-close 0.15 --ear-open 0.2, every closed-eyed
+    Yale photo held still raises drowsy, and 2 of the 134 open-eyed ones raise an event."""
+    require_data(data_dir / "yale_eyes", "yale_eyes")
+    assert evaluate_eyes.main(["--data-dir", str(data_dir), "--refine-eyes", "--as-video", "--ear-close", "0.15",
+                               "--ear-open", "0.2", "--json"]) == 0
+    video = json.loads(capsys.readouterr().out)[-1]
+    docs = (REPO_DIR / "docs" / "monitor.md").read_text().replace("\n", " ")
+    assert (video["closed_drowsy"], video["closed_photos"], video["open_photos"]) == (15, 15, 134)
+    count = len(video["open_with_events"])
+    assert f"give `drowsy` on all 15 closed-eyed photos and an event on {count} of the 134 open-eyed ones" in docs
+
+
+def test_thresholds_that_cross_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_eyes.main(["--ear-close", "0.25", "--ear-open", "0.2"])
+    assert exit_info.value.code == 2
+    assert "need 0 < close < open" in capsys.readouterr().err
