@@ -92,7 +92,6 @@ def convert(keras_model, fmt: str, calibration: np.ndarray | None, int8_input: s
     """One TFLite flatbuffer of `keras_model` in format `fmt`."""
     import contextlib
     import io
-
     import warnings
 
     # Keras prints the whole SavedModel signature while converting; the converter warns that
@@ -186,7 +185,6 @@ def main(argv=None) -> int:
     from train import quiet_tensorflow_startup
 
     quiet_tensorflow_startup()  # before Keras brings TensorFlow in with its start-up notes
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to" a temp folder
     from predict import InputError, make_output_folder
 
     model_path = Path(args.model)

@@ -455,7 +455,8 @@ def quiet_tensorflow_startup() -> None:
     GPU cannot be used; on a machine with no NVIDIA driver it also hides the CUDA probe's
     errors ("failed call to cuInit"), which there only mean "no GPU". The notes printed while
     the libraries load ignore that level: they are caught on the way in, and anything else
-    printed then is passed on."""
+    printed then is passed on. TensorFlow's Python logger keeps to warnings too (under a root
+    logger at INFO it would report each SavedModel written to a temporary folder)."""
     import tempfile
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if nvidia_driver_installed() else "3")
@@ -472,6 +473,7 @@ def quiet_tensorflow_startup() -> None:
             for line in captured.read().decode(errors="replace").splitlines():
                 if not any(note in line for note in STARTUP_NOTES):
                     print(line, file=sys.stderr)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 def describe_devices(strategy, mixed_precision: bool) -> str:

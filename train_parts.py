@@ -129,7 +129,6 @@ def main(argv=None) -> int:
     from train import quiet_tensorflow_startup
 
     quiet_tensorflow_startup()
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     import keras
 
     import predict
