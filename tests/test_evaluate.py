@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 import subprocess
 import sys
@@ -438,14 +437,12 @@ def test_json_onto_the_annotation_file_of_the_data_folder_is_refused(subset_dir,
 
 
 def test_scoring_a_keras_model_prints_the_figures_and_no_start_up_noise(subset_dir):
-    from test_train import CONSOLE_NOISE
+    from test_train import CONSOLE_NOISE, user_environment
 
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["CUDA_VISIBLE_DEVICES"] = ""
     result = subprocess.run(
         [sys.executable, "evaluate.py", "--data-dir", str(subset_dir), "--split", "validation",
          "--model", str(REPO_DIR / "models" / "keras" / "best_model.weights.h5")],
-        cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=600)
+        cwd=REPO_DIR, env=user_environment(), capture_output=True, text=True, timeout=600)
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-3000:]
     for noise in CONSOLE_NOISE:

@@ -475,15 +475,20 @@ def test_non_finite_validation_stops_fit_with_an_error(tmp_path):
                                  e, {"val_nme": logs["val_loss"]}))])
 
 
-@pytest.mark.slow
-def test_a_diverging_run_exits_non_zero(train_faces, tmp_path):
+def small_run_command(train_faces, tmp_path, *flags) -> list:
+    """train.py on 40 real faces (dlib XML in tmp_path/data), 2 epochs of 2 steps, into
+    tmp_path/run, with ``flags`` added."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     write_labels_xml(train_faces[:40], data_dir / "labels_ibug_300W_train.xml")
-    command = [sys.executable, "train.py", "--data-dir", str(data_dir), "--arch", "mobile",
-               "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4", "--split", "xml",
-               "--val-fraction", "0.2", "--lr", "1e30", "--checkpoint-dir", str(tmp_path / "run"),
-               "--no-download"]
+    return [sys.executable, "train.py", "--data-dir", str(data_dir), "--arch", "mobile",
+            "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4", "--split", "xml",
+            "--val-fraction", "0.2", "--checkpoint-dir", str(tmp_path / "run"), "--no-download", *flags]
+
+
+@pytest.mark.slow
+def test_a_diverging_run_exits_non_zero(train_faces, tmp_path):
+    command = small_run_command(train_faces, tmp_path, "--lr", "1e30")
     result = subprocess.run(command, cwd=REPO_DIR, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "epoch 1: val_loss = nan" in result.stderr and "training diverged" in result.stderr
@@ -624,18 +629,19 @@ CONSOLE_NOISE = ["absl::InitializeLog", "oneDNN custom operations", "Could not f
                  "shuffle=True", "UserWarning"]
 
 
-@pytest.mark.slow
-def test_a_short_cpu_run_prints_what_it_uses_and_did_and_no_start_up_noise(train_faces, tmp_path):
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    write_labels_xml(train_faces[:40], data_dir / "labels_ibug_300W_train.xml")
-    command = [sys.executable, "train.py", "--data-dir", str(data_dir), "--arch", "mobile",
-               "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4", "--split", "xml",
-               "--val-fraction", "0.2", "--checkpoint-dir", str(tmp_path / "run"), "--no-download"]
-    # As a user runs it: without the log level the tests set, and with no GPU to use.
+def user_environment() -> dict:
+    """The environment a user runs a command in: without the log level the tests set, and
+    with no GPU to use."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["CUDA_VISIBLE_DEVICES"] = ""
-    result = subprocess.run(command, cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=600)
+    return env
+
+
+@pytest.mark.slow
+def test_a_short_cpu_run_prints_what_it_uses_and_did_and_no_start_up_noise(train_faces, tmp_path):
+    command = small_run_command(train_faces, tmp_path)
+    result = subprocess.run(command, cwd=REPO_DIR, env=user_environment(), capture_output=True, text=True,
+                            timeout=600)
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-3000:]
     for noise in CONSOLE_NOISE:
