@@ -11,6 +11,7 @@
   point's offset from the cell and the offsets of its contour neighbours (PIPNet's neighbour
   regression, Jin et al. 2021); each point is the mean of its own estimate and its
   neighbours' estimates of it (OffsetSoftArgmax2D).
+- ``mobile-wide-s4``: ``mobile-wide`` with 32 x 32 heatmaps (216 MFLOPs).
 
 Both take a grey ``image_dim x image_dim x 1`` image in [-1, 1] and return 136 numbers:
 the 68 (x, y) landmarks in [-0.5, 0.5] crop coordinates.
